@@ -1,0 +1,1 @@
+"""Backend adapters, one per file. Installed as `portability.backends` (see pyproject.toml)."""

@@ -1,0 +1,112 @@
+"""The one base class every backend adapter overrides (compare vLLM's `platforms/interface.py`).
+
+A backend adapter answers five questions for one device of a cell `backend@device`:
+
+1. `probe()`            can this host run me on this device? If not, say why, in words.
+2. `versions()`         which software is under test (recorded in every result row).
+3. `supported_dtypes()` which dtypes the backend declares it supports; others are `unsupported`.
+4. `route(op)`          a context manager that makes `op` run through the backend and yields the
+                        callable to time (eager torch, a torch.compile'd function, FlagGems kernels...).
+5. `synchronize()` / `time(fn)`  device-correct waiting and timing (inherited; rarely overridden).
+
+A vendor adds a backend with one file: subclass `BackendAdapter`, set `name`, override what differs.
+Everything not overridden has a working, device-generic default. The class is instantiated once per
+(cell, worker process); `probe()` is called before anything else and must not raise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from portability import devices
+from portability.spec import DTYPES, OpSpec
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str = ""
+    device_name: str = ""
+
+    @classmethod
+    def ok(cls, device_name: str = "") -> Availability:
+        return cls(True, "", device_name)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> Availability:
+        return cls(False, reason)
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class BackendAdapter:
+    """Base class of all backend adapters. Override only what your backend does differently."""
+
+    #: the adapter's name as written in matrix.yaml (`adapter: torch`)
+    name: ClassVar[str] = ""
+    #: one line for `portability list` and the docs
+    description: ClassVar[str] = ""
+    #: whether speedups of this backend are measured against eager torch on the same device
+    is_baseline: ClassVar[bool] = False
+
+    def __init__(self, device: str, options: dict[str, Any] | None = None) -> None:
+        self.device = device
+        self.device_type = devices.device_type_of(device)
+        self.options = dict(options or {})
+
+    # 1. availability --------------------------------------------------------------------------------
+    def probe(self) -> Availability:
+        """Available, or unavailable with a human reason. Must not raise. Default: the device exists."""
+        status = devices.probe_device(self.device)
+        if not status.available:
+            return Availability.unavailable(status.reason)
+        return Availability.ok(status.name)
+
+    # 2. versions ------------------------------------------------------------------------------------
+    def versions(self) -> dict[str, str]:
+        found = {"torch": str(torch.__version__)}
+        for dist in ("triton", "flag-gems", "pytorch-triton-rocm"):
+            v = package_version(dist)
+            if v:
+                found[dist] = v
+        return found
+
+    # 3. capabilities --------------------------------------------------------------------------------
+    def supported_dtypes(self) -> set[str]:
+        """Dtype names (see spec.DTYPES) this backend declares it supports on this device."""
+        return set(DTYPES)
+
+    # 4. routing -------------------------------------------------------------------------------------
+    def implementation(self, op: OpSpec) -> Callable[..., Any]:
+        """The callable that implements `op` for this backend: the spec's per-backend impl, or `op.fn`."""
+        return op.impls.get(self.name, op.fn)
+
+    @contextlib.contextmanager
+    def route(self, op: OpSpec) -> Iterator[Callable[..., Any]]:
+        """Context in which calling the yielded callable runs `op` through this backend."""
+        yield self.implementation(op)
+
+    def unsupported_reason(self, op: OpSpec) -> str | None:
+        """A reason this backend cannot run `op` at all (e.g. no kernel for it), or None."""
+        return None
+
+    # 5. device work ---------------------------------------------------------------------------------
+    def synchronize(self) -> None:
+        devices.synchronize(self.device)
+
+    def time(self, fn: Callable[[], object], warmup: int, reps: int, min_time_s: float = 0.0) -> devices.Timing:
+        return devices.time_fn(fn, self.device, warmup, reps, min_time_s)
+
+    def device_name(self) -> str:
+        return devices.probe_device(self.device).name

@@ -1,0 +1,5 @@
+import sys
+
+from portability.cli import main
+
+sys.exit(main())

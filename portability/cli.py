@@ -1,0 +1,169 @@
+"""`portability` command line: run, list, scorecard."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from portability.config import ConfigError, MatrixConfig
+
+EXIT_USAGE = 2
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _load(matrix: str) -> MatrixConfig:
+    from portability.catalog import all_tags, load_catalog
+    from portability.config import load_matrix
+    from portability.registry import is_adapter_reference
+
+    validate_serving = None
+    try:
+        from portability.serving.settings import validate_serving
+    except ImportError:
+        pass
+    return load_matrix(matrix, is_adapter_reference, tuple(load_catalog()), tuple(sorted(all_tags())), validate_serving)
+
+
+def _filters(args: argparse.Namespace, config: MatrixConfig) -> Any:
+    from portability.catalog import all_tags, load_catalog
+    from portability.plan import Filters
+    from portability.spec import DTYPES
+
+    f = Filters(_csv(args.backends), _csv(args.devices), _csv(args.ops), _csv(args.dtypes), _csv(args.tags))
+    checks = [("--backends", f.backends, tuple(config.backends)), ("--ops", f.ops, tuple(load_catalog())),
+              ("--dtypes", f.dtypes, tuple(DTYPES)), ("--tags", f.tags, tuple(sorted(all_tags())))]
+    for flag, given, allowed in checks:
+        for item in given:
+            if item not in allowed:
+                raise UsageError(f"{flag}: unknown value '{item}', expected one of {', '.join(allowed)}")
+    return f
+
+
+class UsageError(Exception):
+    pass
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from portability.plan import build_plan
+    from portability.runner import run_plan, write_run_info
+    from portability.scorecard import write_scorecard
+
+    started = time.time()
+    config = _load(args.matrix)
+    plan = build_plan(config, _filters(args, config))
+    out = Path(args.out)
+    if args.resume and not (out / "results.jsonl").exists():
+        raise UsageError(f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run")
+    _print_cells(plan.cells)
+    run_plan(plan, out, resume=args.resume)
+    if config.serving and not args.no_serving:
+        _run_serving(config, plan, out)
+    write_run_info(out, sys.argv[1:], config.path, started)
+    paths = write_scorecard(out)
+    sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
+    return 0
+
+
+def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
+    try:
+        from portability.serving import run_serving
+    except ImportError:
+        return
+    from portability.results import RESULTS_FILE, ResultWriter
+
+    cells = [(engine, c.backend, c.device) for engine in config.serving.engines for c in plan.cells
+             if c.backend in config.serving.backends]
+    run_serving(cells, config.serving, out, ResultWriter(out / RESULTS_FILE))
+
+
+def _print_cells(cells: list[Any]) -> None:
+    from tabulate import tabulate
+
+    rows = [[c.id, c.status, c.device_name or "", (c.reason or "")[:110]] for c in cells]
+    sys.stderr.write(tabulate(rows, headers=["cell", "state", "device", "reason"]) + "\n")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from portability.catalog import load_catalog
+    from portability.plan import build_plan
+
+    config = _load(args.matrix)
+    if args.what == "ops":
+        from tabulate import tabulate
+
+        rows = [[s.name, len(s.cases), ",".join(s.dtypes), ",".join(s.tags), ",".join(s.flaggems)]
+                for s in load_catalog().values()]
+        print(tabulate(rows, headers=["operator", "cases", "dtypes", "tags", "flaggems"]))
+        return 0
+    plan = build_plan(config, _filters(args, config))
+    from tabulate import tabulate
+
+    rows = [[c.id, c.adapter, c.status, c.device_name, ",".join(c.dtypes), len(plan.cases_of(c)), c.reason]
+            for c in plan.cells]
+    print(tabulate(rows, headers=["cell", "adapter", "state", "device", "dtypes", "cases", "reason"]))
+    return 0
+
+
+def cmd_scorecard(args: argparse.Namespace) -> int:
+    from portability.scorecard import write_scorecard
+
+    results = Path(args.results)
+    if not results.exists():
+        raise UsageError(f"{results}: no such file or directory, expected a results.jsonl or a run directory")
+    paths = write_scorecard(results, Path(args.out) if args.out else None)
+    print(paths["markdown"].read_text())
+    return 0
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--matrix", default="matrix.yaml", help="matrix file (default: ./matrix.yaml)")
+    p.add_argument("--backends", default="", help="comma-separated backend names from the matrix")
+    p.add_argument("--devices", default="", help="comma-separated devices or device types (cpu,cuda,...)")
+    p.add_argument("--ops", default="", help="comma-separated operator names")
+    p.add_argument("--dtypes", default="", help="comma-separated dtypes (fp32,fp16,bf16,...)")
+    p.add_argument("--tags", default="", help="only operators with one of these tags")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portability", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the matrix and write results + scorecard into --out")
+    _add_filters(run)
+    run.add_argument("--out", required=True, help="run directory")
+    run.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
+    run.add_argument("--no-serving", action="store_true", help="operator cases only")
+    run.set_defaults(func=cmd_run)
+    lst = sub.add_parser("list", help="show the cells (and why any is unavailable), or the operators")
+    _add_filters(lst)
+    lst.add_argument("what", nargs="?", choices=["cells", "ops"], default="cells")
+    lst.set_defaults(func=cmd_list)
+    sc = sub.add_parser("scorecard", help="render scorecard.md/.json/junit.xml from a results file")
+    sc.add_argument("results", help="results.jsonl or a run directory")
+    sc.add_argument("--out", default=None, help="where to write (default: beside the results)")
+    sc.set_defaults(func=cmd_scorecard)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return EXIT_USAGE
+    except UsageError as exc:
+        sys.stderr.write(f"portability: {exc}\n")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        sys.stderr.write("portability: interrupted; finish with `portability run --resume --out DIR`\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The pytest plugin that turns a plan file into test items, one per case.
+
+We lean on pytest for what it does well: pytest-xdist runs items in worker processes (one per device on
+multi-device hosts) and replaces a worker that dies, pytest-timeout (thread method) kills a worker whose
+case hangs, even inside a C call. The plugin adds what they don't: each item writes its result row to
+results.jsonl before returning; each worker's stdout/stderr go to a log file so that when a worker dies
+the controller can record the case as `crash` or `timeout` with the last words it printed.
+
+Loaded explicitly (`pytest -p portability.pytest_plugin`) by `portability.runner`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portability.results import FAILING, RESULTS_FILE, ResultWriter, iter_results
+
+LOG_DIR = "logs"
+# Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults).
+POISONING_ERRORS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
+                    "misaligned address", "an illegal instruction", "uncorrectable ECC", "device lost")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("portability")
+    group.addoption("--portability-out", default=None, help="run directory (results.jsonl, logs/)")
+    group.addoption("--portability-cell", default=None, help="the cell (backend@device) this session runs")
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.name.endswith(".plan.json"):
+        return PlanFile.from_parent(parent, path=file_path)
+    return None
+
+
+class PlanFile(pytest.File):
+    def collect(self):  # type: ignore[override]
+        from portability.plan import Plan
+
+        plan = Plan.read(self.path)
+        cell_id = self.config.getoption("--portability-cell")
+        for req in plan.cases:
+            if cell_id and req.cell != cell_id:
+                continue
+            yield CaseItem.from_parent(self, name=req.id, request=req)
+
+
+def _worker_id(config: pytest.Config) -> str:
+    return getattr(config, "workerinput", {}).get("workerid", "main")
+
+
+def _safe(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+
+
+def _log_path(config: pytest.Config, worker: str) -> Path:
+    out = Path(config.getoption("--portability-out"))
+    return out / LOG_DIR / f"{_safe(config.getoption('--portability-cell') or 'all')}.{worker}.log"
+
+
+def _start_marker(config: pytest.Config, worker: str) -> Path:
+    return _log_path(config, worker).with_suffix(".inflight")
+
+
+_ADAPTERS: dict[str, Any] = {}
+
+
+def _adapters_for(config: pytest.Config, cell_id: str) -> tuple[Any, Any]:
+    """(adapter, baseline adapter or None), built once per worker process."""
+    if cell_id not in _ADAPTERS:
+        from portability.plan import Plan
+        from portability.registry import adapter_class
+
+        plan = Plan.read(Path(config.getoption("--portability-out")) / "cells.plan.json")
+        cell = next(c for c in plan.cells if c.id == cell_id)
+        device = cell.device
+        if ":" not in device and device != "cpu" and cell.device_count > 1:
+            worker = _worker_id(config)
+            index = int(worker[2:]) % cell.device_count if worker.startswith("gw") else 0
+            device = f"{device}:{index}"
+        adapter = adapter_class(cell.adapter)(device, cell.options)
+        baseline = None
+        if not adapter.is_baseline:
+            baseline = adapter_class("torch")(device, {})
+        _ADAPTERS[cell_id] = (adapter, baseline, cell)
+    adapter, baseline, _cell = _ADAPTERS[cell_id]
+    return adapter, baseline
+
+
+class CaseItem(pytest.Item):
+    def __init__(self, *, request: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+
+    def runtest(self) -> None:
+        from dataclasses import asdict
+
+        from portability.execute import run_case
+
+        req = self.request
+        config = self.config
+        worker = _worker_id(config)
+        marker = _start_marker(config, worker)
+        log = _log_path(config, worker)
+        offset = log.stat().st_size if log.exists() else 0
+        marker.write_text(json.dumps({"id": req.id, "offset": offset, "t": time.time()}))
+        print(f"--- case {req.id}", flush=True)
+        started = time.perf_counter()
+        adapter, baseline = _adapters_for(config, req.cell)
+        row = run_case(req, adapter, baseline)
+        poisoned = row["status"] == "error" and any(p in (row.get("reason") or "") for p in POISONING_ERRORS)
+        if poisoned:
+            row["status"] = "crash"
+            row["reason"] = f"device context poisoned: {row['reason']}"
+        full = {**_identity(req), **row, "duration_s": round(time.perf_counter() - started, 4),
+                "device_name": adapter.device_name() if row["status"] != "crash" else "",
+                "versions": adapter.versions(), "worker": worker, "time": time.time()}
+        ResultWriter(Path(config.getoption("--portability-out")) / RESULTS_FILE).append(full)
+        marker.unlink(missing_ok=True)
+        # user_properties travel to the xdist controller through execnet: plain JSON types only.
+        self.user_properties.append(("row", json.loads(json.dumps(full, default=str))))
+        if poisoned:
+            # The rest of this process would fail on the poisoned context: end it so xdist starts a fresh
+            # worker. The row is already on disk, so the controller will not write a second one.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
+        if row["status"] in FAILING:
+            raise CaseFailed(f"{row['status']}: {row.get('reason')}")
+        if row["status"] in ("skip", "unsupported", "infra"):
+            pytest.skip(f"{row['status']}: {row.get('reason')}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, CaseFailed):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self) -> tuple[Any, int, str]:
+        return self.path, 0, self.request.id
+
+
+class CaseFailed(Exception):
+    """A case whose status counts as a failure."""
+
+
+def _identity(req: Any) -> dict[str, Any]:
+    return {"id": req.id, "kind": "op", "cell": req.cell, "backend": req.backend, "device": req.device,
+            "op": req.op, "case": req.case, "dtype": req.dtype}
+
+
+# --- worker side: send output to a per-worker log so a dead worker's last words survive --------------
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    out = config.getoption("--portability-out", None)
+    if not out:
+        return
+    config.pluginmanager.register(_Progress(config), "portability-progress")
+    if hasattr(config, "workerinput") or config.getoption("numprocesses", None) in (None, 0):
+        log = _log_path(config, _worker_id(config))
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if hasattr(config, "workerinput"):
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+
+
+# --- controller side: progress lines, and rows for cases whose worker died ---------------------------
+
+class _Progress:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.done = 0
+        self.total = 0
+        self.started = time.monotonic()
+        self.is_worker = hasattr(config, "workerinput")
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.total = len(session.items)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        self.total = len(ids)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker:
+            return
+        crashed = report.when == "???"  # xdist's report for an item whose worker died
+        if not (report.when == "call" or crashed or (report.when == "setup" and report.failed)):
+            return
+        row = dict(report.user_properties).get("row")
+        if row is None:
+            row = self._row_for_dead_worker(report)
+            if row is None:
+                return
+        self.done += 1
+        _print_progress(self.done, self.total, row, time.monotonic() - self.started)
+
+    def _row_for_dead_worker(self, report: pytest.TestReport) -> dict[str, Any] | None:
+        out = Path(self.config.getoption("--portability-out"))
+        results = out / RESULTS_FILE
+        for existing in iter_results(results):
+            if existing["id"] == report.nodeid.split("::", 1)[-1]:
+                return existing  # the worker wrote its row before ending itself
+        node = getattr(report, "node", None)
+        worker = node.gateway.id if node is not None else "main"
+        marker = _start_marker(self.config, worker)
+        info = json.loads(marker.read_text()) if marker.exists() else {}
+        marker.unlink(missing_ok=True)
+        elapsed = time.time() - info.get("t", time.time())
+        last_words = _tail(_log_path(self.config, worker), info.get("offset", 0))
+        timeout = float(self.config.getoption("timeout", 0) or 0)
+        timed_out = "+ Timeout +" in last_words or (timeout > 0 and elapsed >= 0.95 * timeout)
+        status = "timeout" if timed_out else "crash"
+        reason = (f"no result after {elapsed:.0f}s (timeout {timeout:.0f}s)" if timed_out
+                  else "worker process died")
+        if last_words:
+            reason += f"; last output: {last_words}"
+        item_id = report.nodeid.split("::", 1)[-1]
+        parts = item_id.split("::")
+        row = {"id": item_id, "kind": "op", "cell": parts[0], "backend": parts[0].split("@")[0],
+               "device": parts[0].split("@")[-1], "op": parts[1] if len(parts) > 1 else "",
+               "case": parts[2] if len(parts) > 2 else "", "dtype": parts[3] if len(parts) > 3 else "",
+               "status": status, "reason": reason[-2000:], "duration_s": round(elapsed, 3), "worker": worker,
+               "time": time.time()}
+        ResultWriter(results).append(row)
+        return row
+
+
+def _tail(log: Path, offset: int, max_lines: int = 12) -> str:
+    if not log.exists():
+        return ""
+    with log.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode("utf-8", "replace")
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("--- case ")]
+    return " | ".join(lines[-max_lines:])[-1500:]
+
+
+def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) -> None:
+    width = 24
+    filled = int(width * done / total) if total else width
+    bar = "#" * filled + "-" * (width - filled)
+    status = row.get("status", "?")
+    extra = ""
+    if row.get("latency_ms") is not None:
+        extra = f" {row['latency_ms']:.3f}ms"
+        if row.get("speedup") and not str(row.get("backend")) == "torch":
+            extra += f" x{row['speedup']:.2f}"
+    eta = elapsed / done * (total - done) if done and total else 0
+    sys.stderr.write(f"[{bar}] {done}/{total} {row.get('cell')} {row.get('op')} [{row.get('case')}] "
+                     f"{row.get('dtype')}: {status}{extra}  (eta {eta:.0f}s)\n")
+    sys.stderr.flush()
