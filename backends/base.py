@@ -105,7 +105,9 @@ class BackendAdapter:
     def synchronize(self) -> None:
         devices.synchronize(self.device)
 
-    def time(self, fn: Callable[[], object], warmup: int, reps: int, min_time_s: float = 0.0) -> devices.Timing:
+    def time(
+        self, fn: Callable[[], object], warmup: int, reps: int, min_time_s: float = 0.0
+    ) -> devices.Timing:
         return devices.time_fn(fn, self.device, warmup, reps, min_time_s)
 
     def device_name(self) -> str:

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from portability.backends.base import Availability, BackendAdapter
-from portability.spec import DTYPES, OpSpec
 
+from portability.spec import DTYPES, OpSpec
 
 _IMPORT_ERROR: str | None = None
 
@@ -54,7 +54,9 @@ class FlagGemsAdapter(BackendAdapter):
             return Availability.unavailable(str(exc))
         if fg.device != self.device_type:
             return Availability.unavailable(
-                f"flag_gems detected vendor '{fg.vendor_name}' on device '{fg.device}', not '{self.device_type}'")
+                f"flag_gems detected vendor '{fg.vendor_name}' on device '{fg.device}', "
+                f"not '{self.device_type}'"
+            )
         return device
 
     def versions(self) -> dict[str, str]:

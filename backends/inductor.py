@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-
 from portability.backends.base import Availability, BackendAdapter
+
 from portability.spec import OpSpec
 
 

@@ -25,7 +25,9 @@ def _map_source_folders() -> None:
                 continue  # installed (wheel or editable): use that
         except (ImportError, ValueError):
             pass
-        spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(root / sub)])
+        spec = importlib.util.spec_from_file_location(
+            name, init, submodule_search_locations=[str(root / sub)]
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

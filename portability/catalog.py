@@ -21,7 +21,9 @@ def load_catalog() -> dict[str, OpSpec]:
         module = importlib.import_module(f"{pkg.__name__}.{info.name}")
         for spec in getattr(module, "SPECS", []):
             if spec.name in specs:
-                raise ValueError(f"operator {spec.name!r} is declared twice (second in kernels/{info.name}.py)")
+                raise ValueError(
+                    f"operator {spec.name!r} is declared twice (second in kernels/{info.name}.py)"
+                )
             specs[spec.name] = spec
     return specs
 

@@ -27,7 +27,9 @@ def _load(matrix: str) -> MatrixConfig:
         from portability.serving.settings import validate_serving
     except ImportError:
         pass
-    return load_matrix(matrix, is_adapter_reference, tuple(load_catalog()), tuple(sorted(all_tags())), validate_serving)
+    return load_matrix(
+        matrix, is_adapter_reference, tuple(load_catalog()), tuple(sorted(all_tags())), validate_serving
+    )
 
 
 def _filters(args: argparse.Namespace, config: MatrixConfig) -> Any:
@@ -36,8 +38,12 @@ def _filters(args: argparse.Namespace, config: MatrixConfig) -> Any:
     from portability.spec import DTYPES
 
     f = Filters(_csv(args.backends), _csv(args.devices), _csv(args.ops), _csv(args.dtypes), _csv(args.tags))
-    checks = [("--backends", f.backends, tuple(config.backends)), ("--ops", f.ops, tuple(load_catalog())),
-              ("--dtypes", f.dtypes, tuple(DTYPES)), ("--tags", f.tags, tuple(sorted(all_tags())))]
+    checks = [
+        ("--backends", f.backends, tuple(config.backends)),
+        ("--ops", f.ops, tuple(load_catalog())),
+        ("--dtypes", f.dtypes, tuple(DTYPES)),
+        ("--tags", f.tags, tuple(sorted(all_tags()))),
+    ]
     for flag, given, allowed in checks:
         for item in given:
             if item not in allowed:
@@ -59,7 +65,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = build_plan(config, _filters(args, config))
     out = Path(args.out)
     if args.resume and not (out / "results.jsonl").exists():
-        raise UsageError(f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run")
+        raise UsageError(
+            f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run"
+        )
     _print_cells(plan.cells)
     run_plan(plan, out, resume=args.resume)
     if config.serving and not args.no_serving:
@@ -77,8 +85,12 @@ def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
         return
     from portability.results import RESULTS_FILE, ResultWriter
 
-    cells = [(engine, c.backend, c.device) for engine in config.serving.engines for c in plan.cells
-             if c.backend in config.serving.backends]
+    cells = [
+        (engine, c.backend, c.device)
+        for engine in config.serving.engines
+        for c in plan.cells
+        if c.backend in config.serving.backends
+    ]
     run_serving(cells, config.serving, out, ResultWriter(out / RESULTS_FILE))
 
 
@@ -97,15 +109,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "ops":
         from tabulate import tabulate
 
-        rows = [[s.name, len(s.cases), ",".join(s.dtypes), ",".join(s.tags), ",".join(s.flaggems)]
-                for s in load_catalog().values()]
+        rows = [
+            [s.name, len(s.cases), ",".join(s.dtypes), ",".join(s.tags), ",".join(s.flaggems)]
+            for s in load_catalog().values()
+        ]
         print(tabulate(rows, headers=["operator", "cases", "dtypes", "tags", "flaggems"]))
         return 0
     plan = build_plan(config, _filters(args, config))
     from tabulate import tabulate
 
-    rows = [[c.id, c.adapter, c.status, c.device_name, ",".join(c.dtypes), len(plan.cases_of(c)), c.reason]
-            for c in plan.cells]
+    rows = [
+        [c.id, c.adapter, c.status, c.device_name, ",".join(c.dtypes), len(plan.cases_of(c)), c.reason]
+        for c in plan.cells
+    ]
     print(tabulate(rows, headers=["cell", "adapter", "state", "device", "dtypes", "cases", "reason"]))
     return 0
 

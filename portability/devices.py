@@ -65,7 +65,9 @@ def probe_device(device: str) -> DeviceStatus:
         return DeviceStatus(False, f"this torch {torch.__version__} has no '{dtype}' device module")
     try:
         if not mod.is_available():
-            return DeviceStatus(False, f"torch.{dtype}.is_available() is False on this host (no {dtype} device)")
+            return DeviceStatus(
+                False, f"torch.{dtype}.is_available() is False on this host (no {dtype} device)"
+            )
         count = mod.device_count()
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         if index >= count:
@@ -144,8 +146,10 @@ def time_fn(fn: Callable[[], object], device: str, warmup: int, reps: int, min_t
             if min_time_s and len(samples) >= 3 and time.perf_counter() - start_wall > min_time_s:
                 break
     else:
-        events = [(torch.Event(device=dtype, enable_timing=True), torch.Event(device=dtype, enable_timing=True))
-                  for _ in range(reps)]
+        events = [
+            (torch.Event(device=dtype, enable_timing=True), torch.Event(device=dtype, enable_timing=True))
+            for _ in range(reps)
+        ]
         for begin, end in events:
             begin.record()
             fn()

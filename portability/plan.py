@@ -51,15 +51,27 @@ class Plan:
         return [c for c in self.cases if c.cell == cell.id]
 
     def write(self, path: Path) -> None:
-        path.write_text(json.dumps({"cells": [asdict(c) for c in self.cells],
-                                    "cases": [asdict(c) for c in self.cases],
-                                    "timeout_s": self.timeout_s, "workers": self.workers}, indent=1))
+        path.write_text(
+            json.dumps(
+                {
+                    "cells": [asdict(c) for c in self.cells],
+                    "cases": [asdict(c) for c in self.cases],
+                    "timeout_s": self.timeout_s,
+                    "workers": self.workers,
+                },
+                indent=1,
+            )
+        )
 
     @classmethod
     def read(cls, path: Path) -> Plan:
         data = json.loads(Path(path).read_text())
-        return cls([Cell(**c) for c in data["cells"]], [CaseRequest(**c) for c in data["cases"]],
-                   data["timeout_s"], data["workers"])
+        return cls(
+            [Cell(**c) for c in data["cells"]],
+            [CaseRequest(**c) for c in data["cases"]],
+            data["timeout_s"],
+            data["workers"],
+        )
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,11 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
         if filters.backends and b.name not in filters.backends:
             continue
         for dev in b.devices:
-            if filters.devices and dev not in filters.devices and devices.device_type_of(dev) not in filters.devices:
+            if (
+                filters.devices
+                and dev not in filters.devices
+                and devices.device_type_of(dev) not in filters.devices
+            ):
                 continue
             dtypes = [d for d in b.dtypes if not filters.dtypes or d in filters.dtypes]
             cells.append(Cell(b.name, b.adapter, dev, dtypes, dict(b.options), dict(b.env)))
@@ -132,11 +148,29 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                 for dtype in cell.dtypes:
                     if dtype not in spec.dtypes:
                         continue
-                    tol = config.tolerance(spec.name, case.name, cell.backend, dtype_kind, dtype,
-                                           spec_case=(case.atol, case.rtol),
-                                           spec_op=(spec.atol.get(dtype), spec.rtol.get(dtype)))
-                    cases.append(CaseRequest(
-                        id=f"{cell.id}::{spec.name}::{case.name}::{dtype}", cell=cell.id, backend=cell.backend,
-                        device=cell.device, op=spec.name, case=case.name, dtype=dtype, atol=tol.atol,
-                        rtol=tol.rtol, warmup=perf.warmup, repetitions=perf.repetitions, budget_s=perf.budget_s))
+                    tol = config.tolerance(
+                        spec.name,
+                        case.name,
+                        cell.backend,
+                        dtype_kind,
+                        dtype,
+                        spec_case=(case.atol, case.rtol),
+                        spec_op=(spec.atol.get(dtype), spec.rtol.get(dtype)),
+                    )
+                    cases.append(
+                        CaseRequest(
+                            id=f"{cell.id}::{spec.name}::{case.name}::{dtype}",
+                            cell=cell.id,
+                            backend=cell.backend,
+                            device=cell.device,
+                            op=spec.name,
+                            case=case.name,
+                            dtype=dtype,
+                            atol=tol.atol,
+                            rtol=tol.rtol,
+                            warmup=perf.warmup,
+                            repetitions=perf.repetitions,
+                            budget_s=perf.budget_s,
+                        )
+                    )
     return Plan(cells, cases, perf.timeout_s, perf.workers)

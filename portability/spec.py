@@ -73,8 +73,15 @@ class T:
     dtype: str | None = None
     layout: Layout = "contiguous"
 
-    def __init__(self, *shape: int, kind: str = "float", low: float | None = None, high: float | None = None,
-                 dtype: str | None = None, layout: Layout = "contiguous") -> None:
+    def __init__(
+        self,
+        *shape: int,
+        kind: str = "float",
+        low: float | None = None,
+        high: float | None = None,
+        dtype: str | None = None,
+        layout: Layout = "contiguous",
+    ) -> None:
         object.__setattr__(self, "shape", tuple(shape))
         object.__setattr__(self, "kind", kind)
         default_low, default_high = (-1.0, 1.0) if kind == "float" else (0, 100)
@@ -109,9 +116,13 @@ class T:
         if self.kind == "bool":
             t = torch.rand(shape, generator=gen) < 0.5
         elif self.kind in ("int", "index"):
-            t = torch.randint(int(self.low), int(self.high), shape, generator=gen, dtype=torch.int64).to(dtype)
+            t = torch.randint(int(self.low), int(self.high), shape, generator=gen, dtype=torch.int64).to(
+                dtype
+            )
         else:
-            t = (torch.rand(shape, generator=gen, dtype=torch.float64) * (self.high - self.low) + self.low).to(dtype)
+            t = (
+                torch.rand(shape, generator=gen, dtype=torch.float64) * (self.high - self.low) + self.low
+            ).to(dtype)
         if self.layout == "transposed" and len(shape) >= 2:
             t = t.transpose(-1, -2)
         elif self.layout == "strided" and shape:
@@ -129,8 +140,9 @@ class Case:
     atol: float | None = None  # case-level tolerance: wins over every other layer
     rtol: float | None = None
 
-    def __init__(self, name: str, *args: Any, atol: float | None = None, rtol: float | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, name: str, *args: Any, atol: float | None = None, rtol: float | None = None, **kwargs: Any
+    ) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "args", tuple(args))
         object.__setattr__(self, "kwargs", dict(kwargs))
@@ -205,7 +217,9 @@ class OpSpec:
 
 def case_seed(op: str, case: str, dtype: str) -> int:
     """A stable seed per (op, case, dtype): the same inputs on every host, worker and backend."""
-    return int.from_bytes(hashlib.sha256(f"{op}|{case}|{dtype}".encode()).digest()[:8], "little") & (2**63 - 1)
+    return int.from_bytes(hashlib.sha256(f"{op}|{case}|{dtype}".encode()).digest()[:8], "little") & (
+        2**63 - 1
+    )
 
 
 def make_inputs(spec: OpSpec, case: Case, dtype: str) -> tuple[tuple[Any, ...], dict[str, Any]]:

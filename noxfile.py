@@ -1,0 +1,85 @@
+"""Sessions: `nox -s matrix` (every cell this host can run), `matrix-<backend>-<device>` (one cell),
+`tests`, `lint`. Everything after `--` is passed to `portability run` / pytest.
+
+Torch: sessions install the pinned CPU build from constraints/cpu.txt. On an accelerator host whose
+vendor torch (torch_npu, torch_mlu, a CUDA build, ...) is installed system-wide, set
+`PORTABILITY_TORCH=system`: the session venv then sees the system site-packages and installs no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "tests"]
+
+USE_SYSTEM_TORCH = os.environ.get("PORTABILITY_TORCH", "") == "system"
+VENV_PARAMS = ["--system-site-packages"] if USE_SYSTEM_TORCH else []
+CONSTRAINTS = [] if USE_SYSTEM_TORCH else ["-c", str(ROOT / "constraints" / "cpu.txt")]
+# flag-gems 5.0.2 hard-pins numpy/sqlalchemy/packaging/PyYAML versions that clash with torch's
+# ecosystem; it is pure Python, so it is installed without its pins plus what it actually imports.
+FLAGGEMS = ["flag-gems==5.0.2"]
+FLAGGEMS_IMPORTS = ["sqlalchemy>=2", "packaging", "numpy", "pyyaml"]
+
+
+def install_project(session: nox.Session, *extras: str) -> None:
+    if not USE_SYSTEM_TORCH:
+        session.install(*CONSTRAINTS, "torch")
+    spec = f".[{','.join(extras)}]" if extras else "."
+    session.install(*CONSTRAINTS, "-e", spec, "triton")
+    session.install("--no-deps", *FLAGGEMS)
+    session.install(*CONSTRAINTS, *FLAGGEMS_IMPORTS)
+
+
+def _cells() -> list[tuple[str, str]]:
+    """backend × device pairs declared in matrix.yaml (empty if PyYAML is not beside nox)."""
+    try:
+        import yaml
+    except ImportError:
+        return []
+    data = yaml.safe_load((ROOT / "matrix.yaml").read_text()) or {}
+    return [
+        (name, dev)
+        for name, body in (data.get("backends") or {}).items()
+        for dev in (body or {}).get("devices", ["cpu"])
+    ]
+
+
+def _run_matrix(session: nox.Session, *select: str) -> None:
+    install_project(session)
+    session.run(
+        "python", "-m", "portability", "run", "--out", str(ROOT / "out" / "matrix"), *select, *session.posargs
+    )
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def matrix(session: nox.Session) -> None:
+    """Run every cell of matrix.yaml this host can run; the others are reported unavailable."""
+    _run_matrix(session)
+
+
+for _backend, _device in _cells():
+
+    def _one_cell(session: nox.Session, backend: str = _backend, device: str = _device) -> None:
+        _run_matrix(session, "--backends", backend, "--devices", device)
+
+    _one_cell.__doc__ = f"Run the {_backend}@{_device} cell only."
+    nox.session(name=f"matrix-{_backend}-{_device.replace(':', '_')}", venv_params=VENV_PARAMS)(_one_cell)
+
+
+@nox.session(venv_params=VENV_PARAMS)
+def tests(session: nox.Session) -> None:
+    """The test suite (CPU): schema, plan, statuses, faults, scorecard, a real CPU sweep."""
+    install_project(session, "dev")
+    session.run("python", "-m", "pytest", "-n", "2", "--timeout=900", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")

@@ -1,0 +1,120 @@
+"""Scorecard rendering from result rows: summary counts, grid verdicts, speedups, JUnit."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+
+from portability.results import ResultWriter, read_results
+from portability.scorecard import render_junit, render_markdown, summarize, write_scorecard
+
+
+def op_row(cell: str, op: str, case: str, status: str, speedup: float | None = None, **extra) -> dict:
+    backend, device = cell.split("@")
+    row = {
+        "id": f"{cell}::{op}::{case}::fp32",
+        "kind": "op",
+        "cell": cell,
+        "backend": backend,
+        "device": device,
+        "op": op,
+        "case": case,
+        "dtype": "fp32",
+        "status": status,
+        "reason": extra.pop("reason", None),
+    }
+    if speedup is not None:
+        row.update(speedup=speedup, latency_ms=1.0 / speedup)
+    return {**row, **extra}
+
+
+ROWS = [
+    {
+        "id": "cell:fast@cuda",
+        "kind": "cell",
+        "cell": "fast@cuda",
+        "backend": "fast",
+        "device": "cuda",
+        "status": "pass",
+        "device_name": "NVIDIA H100 80GB HBM3",
+        "versions": {"torch": "2.11"},
+    },
+    {
+        "id": "cell:gems@npu",
+        "kind": "cell",
+        "cell": "gems@npu",
+        "backend": "gems",
+        "device": "npu",
+        "status": "unavailable",
+        "reason": "torch_npu not installed",
+    },
+    op_row("fast@cuda", "softmax", "a", "pass", 2.0),
+    op_row("fast@cuda", "softmax", "b", "pass", 0.5),
+    op_row("fast@cuda", "mm", "a", "pass", 4.0),
+    op_row(
+        "fast@cuda",
+        "mm",
+        "b",
+        "fail",
+        3.0,
+        reason="3/10 element(s) outside atol",
+        max_abs_err=0.5,
+        atol=0.01,
+        rtol=0.01,
+    ),
+    op_row("fast@cuda", "sort", "a", "unsupported", reason="no bf16"),
+    op_row("fast@cuda", "topk", "a", "crash", reason="worker process died"),
+]
+
+
+def test_summary_counts_coverage_geomean_and_share_faster():
+    data = summarize(ROWS)
+    cells = {c["cell"]: c for c in data["cells"]}
+    fast = cells["fast@cuda"]
+    assert fast["counts"] == {"pass": 3, "fail": 1, "unsupported": 1, "crash": 1}
+    assert fast["operators"] == 4 and fast["operators_passing"] == 1  # only softmax passes every case
+    # geomean of passing cases only: (2 * 0.5 * 4) ** (1/3) = 2
+    assert math.isclose(fast["geomean_speedup"], 2.0)
+    assert math.isclose(fast["faster_than_native"], 2 / 3)
+    assert cells["gems@npu"]["state"] == "unavailable"
+    assert data["grid"]["mm"]["fast@cuda"]["verdict"] == "fail"
+    assert data["grid"]["topk"]["fast@cuda"]["verdict"] == "crash"
+    assert [f["op"] for f in data["failures"]] == ["mm", "topk"]
+
+
+def test_markdown_shows_summary_grid_reasons_and_unavailable_cells():
+    md = render_markdown(summarize(ROWS))
+    assert "**2 failing case(s).**" in md
+    assert "unavailable: torch\\_npu not installed" in md
+    grid_line = next(line for line in md.splitlines() if line.startswith("| softmax"))
+    assert "✓ 1.00x" in grid_line  # geomean(2, 0.5)
+    assert "✗ 1/2" in next(line for line in md.splitlines() if line.startswith("| mm"))
+    assert "💥 1/1" in next(line for line in md.splitlines() if line.startswith("| topk"))
+    assert "3/10 element(s) outside atol" in md and "max abs err 0.5" in md
+
+
+def test_junit_has_one_suite_per_cell_with_failures_errors_and_skips():
+    root = ET.fromstring(render_junit(ROWS))
+    suites = {s.get("name"): s for s in root.iter("testsuite")}
+    fast = suites["fast@cuda"]
+    assert (fast.get("tests"), fast.get("failures"), fast.get("errors"), fast.get("skipped")) == (
+        "6",
+        "1",
+        "1",
+        "1",
+    )
+    assert suites["gems@npu"].get("skipped") == "1"
+    assert fast.find("testcase/failure") is not None
+
+
+def test_latest_row_of_a_case_wins_and_files_are_written(tmp_path):
+    writer = ResultWriter(tmp_path / "results.jsonl")
+    for row in ROWS:
+        writer.append(row)
+    writer.append(op_row("fast@cuda", "topk", "a", "pass", 1.5))  # a resumed run re-ran the crashed case
+    paths = write_scorecard(tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert data["grid"]["topk"]["fast@cuda"]["verdict"] == "pass"
+    assert len(read_results(tmp_path / "results.jsonl")) == len(ROWS) + 1
+    assert paths["markdown"].read_text().startswith("<!-- flagos-portability-scorecard -->")
