@@ -209,7 +209,7 @@ def load_matrix(path: str | Path, adapters: tuple[str, ...] | Callable[[str], bo
                 ) -> MatrixConfig:
     """Read and validate a matrix file. Raises ConfigError with a one-line message on any mistake."""
     path = Path(path)
-    file = path.name if path.parent == Path(".") else str(path)
+    file = str(path)  # as the user wrote it: "matrix.yaml:12: ..." for the default
     try:
         raw = path.read_bytes()
     except OSError as exc:

@@ -61,13 +61,14 @@ class T:
     """A tensor argument, described. `T(8, 2560)` is a float tensor of the case's dtype in [-1, 1).
 
     kind: "float" (case dtype unless `dtype` fixes one), "int" (integers in [low, high), int64 unless
-    `dtype`), "bool" (True with probability 0.5), "index" (like int, default dtype int64).
+    `dtype`), "bool" (True with probability 0.5), "index" (like int, default dtype int64), "ties"
+    (integers in [low, high) stored in the case's float dtype: many equal values, for tie handling).
     layout: "transposed" builds the transpose of a contiguous tensor (a non-contiguous view with the
     given shape); "strided" takes every other element of the last dimension.
     """
 
     shape: tuple[int, ...]
-    kind: Literal["float", "int", "bool", "index"] = "float"
+    kind: Literal["float", "int", "bool", "index", "ties"] = "float"
     low: float = -1.0
     high: float = 1.0
     dtype: str | None = None
@@ -99,7 +100,7 @@ class T:
     def resolved_dtype(self, case_dtype: str) -> torch.dtype:
         if self.dtype is not None:
             return DTYPES[self.dtype]
-        if self.kind == "float":
+        if self.kind in ("float", "ties"):
             return DTYPES[case_dtype]
         if self.kind == "bool":
             return torch.bool
@@ -115,7 +116,7 @@ class T:
         dtype = self.resolved_dtype(case_dtype)
         if self.kind == "bool":
             t = torch.rand(shape, generator=gen) < 0.5
-        elif self.kind in ("int", "index"):
+        elif self.kind in ("int", "index", "ties"):
             t = torch.randint(int(self.low), int(self.high), shape, generator=gen, dtype=torch.int64).to(
                 dtype
             )

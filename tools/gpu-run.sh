@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Run `portability run` on an air-gapped GPU box that has torch/triton/pytest/xdist/tabulate but no
+# package registry (the lab box we record scorecards on). Wheels for what it lacks travel in .whl/
+# (flag-gems 5.0.2 installed --no-deps, sqlalchemy, greenlet, pytest-timeout); the FlagGems autotune
+# cache travels in .gpu/flaggems-cache.tgz between runs so later runs start warm.
+#
+# usage: [RUN_TIMEOUT=540] tools/gpu-run.sh RUN_DIR [portability run args...]   (OUT: where results go back)
+set -uo pipefail
+run_dir=${1:?usage: tools/gpu-run.sh RUN_DIR [args...]}; shift
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export FLAGGEMS_CACHE_DIR=/tmp/cache/flaggems PYTHONUNBUFFERED=1
+mkdir -p "$FLAGGEMS_CACHE_DIR"
+[ -f .gpu/flaggems-cache.tgz ] && tar xzf .gpu/flaggems-cache.tgz -C /tmp/cache
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# A run cut by the time limit is finished by the next call (back to back, while the box is warm).
+resume=(); [ -f "$run_dir/results.jsonl" ] && resume=(--resume)
+timeout -k 10 "${RUN_TIMEOUT:-540}" python3 -m portability run --out "$run_dir" "${resume[@]}" "$@"
+rc=$?
+[ $rc -ne 0 ] && python3 -m portability scorecard "$run_dir" >/dev/null  # a cut run still gets a scorecard
+if [ -n "${OUT:-}" ]; then
+  for f in results.jsonl scorecard.md scorecard.json junit.xml run.json; do
+    [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/"
+  done
+  tar czf "$OUT/logs.tgz" -C "$run_dir" logs 2>/dev/null
+  tar czf "$OUT/flaggems-cache.tgz" -C /tmp/cache flaggems 2>/dev/null
+fi
+exit $rc
