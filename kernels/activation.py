@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from portability.kernels._qwen3 import INTERMEDIATE, flag_gems_fn
+
 from portability.spec import Case, OpSpec, T
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from portability.kernels._qwen3 import HIDDEN, VOCAB
+
 from portability.spec import Case, OpSpec, T
 
 POS = {"low": 0.1, "high": 4.0}  # strictly positive inputs for log / rsqrt / sqrt / reciprocal

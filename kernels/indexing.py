@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from portability.kernels._qwen3 import HEAD_DIM, HIDDEN, KV_HEADS, Q_HEADS, VOCAB
+
 from portability.spec import Case, OpSpec, T
 
 QWEN = ("qwen3", "indexing")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from portability.kernels._qwen3 import HEAD_DIM, HIDDEN, INTERMEDIATE, KV_HEADS, Q_HEADS, VOCAB
+
 from portability.spec import Case, OpSpec, T
 
 QKV = (Q_HEADS + 2 * KV_HEADS) * HEAD_DIM  # 6144: fused q/k/v projection width

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import torch
-
 from portability.kernels._qwen3 import HEAD_DIM, HIDDEN, Q_HEADS, VOCAB
+
 from portability.spec import Case, OpSpec, T
 
 QWEN = ("qwen3", "reduction")
 LOGITS = {"low": -20.0, "high": 20.0}
-# Probabilities over 151936 entries are ~1e-5 and smaller: an absolute tolerance near the default would
-# accept anything. Judge them relatively, with an absolute floor only at the dtype's resolution of tiny values.
+# Probabilities over 151936 entries are ~1e-5 and smaller: an absolute tolerance near the default
+# would accept anything. Judge them relatively, with an absolute floor at the resolution of tiny values.
 PROB_ATOL = {"fp32": 1e-10, "fp16": 1e-6, "bf16": 1e-8}
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from portability.kernels._qwen3 import VOCAB
+
 from portability.spec import Case, OpSpec, T
 
 

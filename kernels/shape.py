@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from portability.kernels._qwen3 import HEAD_DIM, HIDDEN, Q_HEADS, VOCAB
+
 from portability.spec import Case, OpSpec, T
 
 QWEN = ("qwen3", "copy")
