@@ -106,9 +106,9 @@ class BackendAdapter:
         devices.synchronize(self.device)
 
     def time(
-        self, fn: Callable[[], object], warmup: int, reps: int, min_time_s: float = 0.0
+        self, fn: Callable[[], object], warmup: int, reps: int, budget_s: float = 0.0
     ) -> devices.Timing:
-        return devices.time_fn(fn, self.device, warmup, reps, min_time_s)
+        return devices.time_fn(fn, self.device, warmup, reps, budget_s)
 
     def device_name(self) -> str:
         return devices.probe_device(self.device).name

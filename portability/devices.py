@@ -124,26 +124,35 @@ def summarize(samples_ms: list[float]) -> Timing:
     return Timing(statistics.median(s), _quantile(s, 0.1), _quantile(s, 0.9), len(s))
 
 
-def time_fn(fn: Callable[[], object], device: str, warmup: int, reps: int, min_time_s: float = 0.0) -> Timing:
+def time_fn(fn: Callable[[], object], device: str, warmup: int, reps: int, budget_s: float = 0.0) -> Timing:
     """Median/p10/p90 latency of `fn` on `device`, warm-up excluded.
 
     GPUs and other accelerators: one pair of device events around each repetition (torch.Event is the
-    device-generic event type). CPU: time.perf_counter, a monotonic clock. We write this loop rather than
+    device-generic event type). CPU: time.perf_counter, a monotonic clock; there `budget_s` bounds the
+    time spent on one case (warm-up and repetitions stop once it is spent, after at least one timed
+    repetition), because a bf16 GEMM on a CPU can take a minute per call. We write this loop rather than
     call triton.testing.do_bench because do_bench is CUDA-event based through Triton's active driver and
     does not cover CPU or vendor devices whose Triton driver differs from their torch device module.
     """
+    dtype = device_type_of(device)
+    start_wall = time.perf_counter()
+
+    def spent() -> bool:
+        return dtype == "cpu" and budget_s > 0 and time.perf_counter() - start_wall > budget_s
+
     for _ in range(warmup):
+        if spent():
+            break
         fn()
     synchronize(device)
-    dtype = device_type_of(device)
     samples: list[float] = []
-    start_wall = time.perf_counter()
     if dtype == "cpu":
+        start_wall = time.perf_counter()
         for _ in range(reps):
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1e3)
-            if min_time_s and len(samples) >= 3 and time.perf_counter() - start_wall > min_time_s:
+            if spent():
                 break
     else:
         events = [
