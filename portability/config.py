@@ -74,9 +74,16 @@ class MatrixConfig:
     serving: dict[str, Any]
     line_of: Callable[[Path_], int] = field(repr=False, default=lambda p: 1)
 
-    def tolerance(self, op: str, case: str, backend: str, device_type: str, dtype: str,
-                  spec_case: tuple[float | None, float | None] = (None, None),
-                  spec_op: tuple[float | None, float | None] = (None, None)) -> Tolerance:
+    def tolerance(
+        self,
+        op: str,
+        case: str,
+        backend: str,
+        device_type: str,
+        dtype: str,
+        spec_case: tuple[float | None, float | None] = (None, None),
+        spec_op: tuple[float | None, float | None] = (None, None),
+    ) -> Tolerance:
         """Layered: matrix case > spec case > spec op > device > backend > dtype default."""
         t = self.tolerances
         layers: list[tuple[float | None, float | None]] = []
@@ -98,6 +105,7 @@ class MatrixConfig:
 
 # --- YAML with line numbers ------------------------------------------------------------------------
 
+
 def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
     lines: dict[Path_, int] = {}
     count = 0
@@ -107,9 +115,17 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
         nonlocal count
         count += 1
         if count > MAX_NODES:
-            raise ConfigError(file, node.start_mark.line + 1, f"more than {MAX_NODES} YAML nodes, expected a small matrix file")
+            raise ConfigError(
+                file,
+                node.start_mark.line + 1,
+                f"more than {MAX_NODES} YAML nodes, expected a small matrix file",
+            )
         if id(node) in seen:
-            raise ConfigError(file, node.start_mark.line + 1, "YAML anchor/alias reused, expected plain values (anchors are not supported)")
+            raise ConfigError(
+                file,
+                node.start_mark.line + 1,
+                "YAML anchor/alias reused, expected plain values (anchors are not supported)",
+            )
         seen.add(id(node))
         lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
@@ -117,9 +133,15 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
             for k_node, v_node in node.value:
                 key = build(k_node, (*path, "<key>"))
                 if not isinstance(key, (str, int, float, bool)) or key is None:
-                    raise ConfigError(file, k_node.start_mark.line + 1, f"mapping key {key!r} is not a plain value, expected a name")
+                    raise ConfigError(
+                        file,
+                        k_node.start_mark.line + 1,
+                        f"mapping key {key!r} is not a plain value, expected a name",
+                    )
                 if key in out:
-                    raise ConfigError(file, k_node.start_mark.line + 1, f"duplicate key {key!r}, expected each key once")
+                    raise ConfigError(
+                        file, k_node.start_mark.line + 1, f"duplicate key {key!r}, expected each key once"
+                    )
                 lines[(*path, key)] = k_node.start_mark.line + 1
                 out[key] = build(v_node, (*path, key))
             return out
@@ -174,7 +196,9 @@ class _Validator:
                     self.error((*path, key), f"unknown key '{key}' in {name}", f"one of {', '.join(allowed)}")
         return value
 
-    def str_list(self, value: Any, path: Path_, allowed: tuple[str, ...] | None = None, what: str = "name") -> list[str]:
+    def str_list(
+        self, value: Any, path: Path_, allowed: tuple[str, ...] | None = None, what: str = "name"
+    ) -> list[str]:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
@@ -186,8 +210,9 @@ class _Validator:
                 self.error((*path, i), f"unknown {what} '{item}'", f"one of {', '.join(allowed)}")
         return list(value)
 
-    def number(self, value: Any, path: Path_, minimum: float = 0.0, integer: bool = False,
-               allow_zero: bool = True) -> float:
+    def number(
+        self, value: Any, path: Path_, minimum: float = 0.0, integer: bool = False, allow_zero: bool = True
+    ) -> float:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             self.error(path, f"{path[-1]} is {_kind(value)}", "an integer" if integer else "a number")
@@ -200,27 +225,41 @@ class _Validator:
 def _kind(value: Any) -> str:
     if value is None:
         return "empty"
-    return {dict: "a mapping", list: "a list", str: f"the string {value!r:.40}", bool: f"the boolean {value}",
-            int: f"the integer {value}", float: f"the number {value}"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: f"the string {value!r:.40}",
+        bool: f"the boolean {value}",
+        int: f"the integer {value}",
+        float: f"the number {value}",
+    }.get(type(value), type(value).__name__)
 
 
-def load_matrix(path: str | Path, adapters: tuple[str, ...] | Callable[[str], bool], operators: tuple[str, ...], tags: tuple[str, ...],
-                validate_serving: Callable[[dict[str, Any], Callable[..., NoReturn]], Any] | None = None
-                ) -> MatrixConfig:
+def load_matrix(
+    path: str | Path,
+    adapters: tuple[str, ...] | Callable[[str], bool],
+    operators: tuple[str, ...],
+    tags: tuple[str, ...],
+    validate_serving: Callable[[dict[str, Any], Callable[..., NoReturn]], Any] | None = None,
+) -> MatrixConfig:
     """Read and validate a matrix file. Raises ConfigError with a one-line message on any mistake."""
     path = Path(path)
     file = str(path)  # as the user wrote it: "matrix.yaml:12: ..." for the default
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(file, 0, f"cannot read the file ({exc.strerror}), expected a readable matrix.yaml") from None
+        raise ConfigError(
+            file, 0, f"cannot read the file ({exc.strerror}), expected a readable matrix.yaml"
+        ) from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(file, 1, f"file is {len(raw)} bytes, expected at most {MAX_FILE_BYTES}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(file, line, f"byte 0x{raw[exc.start]:02x} is not UTF-8, expected UTF-8 text") from None
+        raise ConfigError(
+            file, line, f"byte 0x{raw[exc.start]:02x} is not UTF-8, expected UTF-8 text"
+        ) from None
     data, lines = _compose(text, file)
     v = _Validator(file, lines)
     top = v.mapping(data, (), TOP_KEYS)
@@ -235,12 +274,15 @@ def load_matrix(path: str | Path, adapters: tuple[str, ...] | Callable[[str], bo
     serving = top.get("serving", {}) or {}
     v.mapping(serving, ("serving",))
     if validate_serving is not None:
-        serving = validate_serving(serving, lambda p, what, expected: v.error(("serving", *p), what, expected))
+        serving = validate_serving(
+            serving, lambda p, what, expected: v.error(("serving", *p), what, expected)
+        )
     return MatrixConfig(file, backends, ops, tolerances, perf, serving, line_of=v.line)
 
 
-def _backends(v: _Validator, value: Any, adapters: tuple[str, ...] | Callable[[str], bool]
-              ) -> dict[str, BackendConfig]:
+def _backends(
+    v: _Validator, value: Any, adapters: tuple[str, ...] | Callable[[str], bool]
+) -> dict[str, BackendConfig]:
     block = v.mapping(value, ("backends",))
     if not block:
         v.error(("backends",), "no backend declared", "at least one backend")
@@ -254,28 +296,44 @@ def _backends(v: _Validator, value: Any, adapters: tuple[str, ...] | Callable[[s
         known = adapters(adapter) if callable(adapters) else adapter in adapters
         if not isinstance(adapter, str) or not known:
             names = ", ".join(sorted(BUILTIN_ADAPTERS))
-            v.error((*p, "adapter"), f"unknown adapter {adapter!r}",
-                    f"one of {names}, an installed plugin's name, or 'module:Class' / 'file.py:Class'")
+            v.error(
+                (*p, "adapter"),
+                f"unknown adapter {adapter!r}",
+                f"one of {names}, an installed plugin's name, or 'module:Class' / 'file.py:Class'",
+            )
         devices = v.str_list(body.get("devices", ["cpu"]), (*p, "devices"), what="device")
         for i, dev in enumerate(devices):
             dtype, _, index = dev.partition(":")
             if dtype not in KNOWN_DEVICE_TYPES or (index and not index.isdigit()):
-                v.error((*p, "devices", i), f"unknown device '{dev}'",
-                        f"a device type ({', '.join(KNOWN_DEVICE_TYPES)}) optionally with ':N'")
+                v.error(
+                    (*p, "devices", i),
+                    f"unknown device '{dev}'",
+                    f"a device type ({', '.join(KNOWN_DEVICE_TYPES)}) optionally with ':N'",
+                )
         if len(set(devices)) != len(devices):
             dup = next(d for d in devices if devices.count(d) > 1)
-            v.error((*p, "devices"), f"device '{dup}' listed twice (duplicate cell {name}@{dup})", "each device once")
-        dtypes = v.str_list(body.get("dtypes", ["fp32", "fp16", "bf16"]), (*p, "dtypes"), tuple(DTYPES), "dtype")
+            v.error(
+                (*p, "devices"),
+                f"device '{dup}' listed twice (duplicate cell {name}@{dup})",
+                "each device once",
+            )
+        dtypes = v.str_list(
+            body.get("dtypes", ["fp32", "fp16", "bf16"]), (*p, "dtypes"), tuple(DTYPES), "dtype"
+        )
         options = v.mapping(body.get("options", {}) or {}, (*p, "options"))
         env = v.mapping(body.get("env", {}) or {}, (*p, "env"))
         for k, val in env.items():
             if not isinstance(val, (str, int, float)) or isinstance(val, bool):
                 v.error((*p, "env", k), f"env {k} is {_kind(val)}", "a string")
-        out[name] = BackendConfig(name, adapter, devices, dtypes, options, {k: str(x) for k, x in env.items()})
+        out[name] = BackendConfig(
+            name, adapter, devices, dtypes, options, {k: str(x) for k, x in env.items()}
+        )
     return out
 
 
-def _operators(v: _Validator, value: Any, operators: tuple[str, ...], tags: tuple[str, ...]) -> OperatorSelection:
+def _operators(
+    v: _Validator, value: Any, operators: tuple[str, ...], tags: tuple[str, ...]
+) -> OperatorSelection:
     block = v.mapping(value or {}, ("operators",), ("include", "tags", "exclude"))
     include: str | list[str] = block.get("include", "all")
     if include != "all":
@@ -294,16 +352,24 @@ def _tol_pair(v: _Validator, value: Any, path: Path_) -> Tolerance:
     return Tolerance(atol, rtol)  # type: ignore[arg-type]  # a missing one falls through to the next layer
 
 
-def _tolerances(v: _Validator, value: Any, backends: dict[str, BackendConfig]) -> dict[str, dict[str, dict[str, Tolerance]]]:
+def _tolerances(
+    v: _Validator, value: Any, backends: dict[str, BackendConfig]
+) -> dict[str, dict[str, dict[str, Tolerance]]]:
     block = v.mapping(value or {}, ("tolerances",), ("dtypes", "backends", "devices", "cases"))
-    out: dict[str, dict[str, dict[str, Tolerance]]] = {"dtypes": {}, "backends": {}, "devices": {}, "cases": {}}
+    out: dict[str, dict[str, dict[str, Tolerance]]] = {
+        "dtypes": {},
+        "backends": {},
+        "devices": {},
+        "cases": {},
+    }
     dt = v.mapping(block.get("dtypes", {}) or {}, ("tolerances", "dtypes"), tuple(DTYPES))
     out["dtypes"]["*"] = {}
     for dtype, pair in dt.items():
         t = _tol_pair(v, pair, ("tolerances", "dtypes", dtype))
         default = DEFAULT_TOLERANCE[dtype]
-        out["dtypes"]["*"][dtype] = Tolerance(t.atol if t.atol is not None else default[0],
-                                               t.rtol if t.rtol is not None else default[1])
+        out["dtypes"]["*"][dtype] = Tolerance(
+            t.atol if t.atol is not None else default[0], t.rtol if t.rtol is not None else default[1]
+        )
     allowed_keys = {"backends": tuple(backends), "devices": KNOWN_DEVICE_TYPES, "cases": None}
     for section, allowed in allowed_keys.items():
         sec = v.mapping(block.get(section, {}) or {}, ("tolerances", section), allowed)

@@ -119,12 +119,17 @@ def _allclose(got: torch.Tensor, want: torch.Tensor, tol: Tolerance) -> Check:
 
 def _gather_values(inp: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
     if idx.dim() == 0 or inp.dim() == idx.dim():
-        return inp.to("cpu", torch.float64).reshape(-1 if idx.dim() == 0 else inp.shape).gather(
-            dim if idx.dim() else 0, idx.to("cpu").reshape(-1 if idx.dim() == 0 else idx.shape))
+        return (
+            inp.to("cpu", torch.float64)
+            .reshape(-1 if idx.dim() == 0 else inp.shape)
+            .gather(dim if idx.dim() else 0, idx.to("cpu").reshape(-1 if idx.dim() == 0 else idx.shape))
+        )
     return inp.to("cpu", torch.float64).gather(dim, idx.to("cpu").unsqueeze(dim)).squeeze(dim)
 
 
-def check_output(spec: OpSpec, case: Case, got: Any, want: Any, inputs: tuple[Any, Any], tol: Tolerance) -> Check:
+def check_output(
+    spec: OpSpec, case: Case, got: Any, want: Any, inputs: tuple[Any, Any], tol: Tolerance
+) -> Check:
     """Compare an output with the reference according to the spec's `compare` mode."""
     if spec.compare == "values_of_indices":
         # Ties make raw indices legitimately differ: values must match, and the returned indices must
@@ -133,7 +138,9 @@ def check_output(spec: OpSpec, case: Case, got: Any, want: Any, inputs: tuple[An
         dim = kwargs.get("dim", args[2] if len(args) > 2 and isinstance(args[2], int) else -1)
         if isinstance(got, torch.Tensor) and not got.is_floating_point():  # argmax-like: indices only
             source = args[0]
-            return _allclose(_gather_values(source, got, dim), _gather_values(source.double(), want, dim), tol)
+            return _allclose(
+                _gather_values(source, got, dim), _gather_values(source.double(), want, dim), tol
+            )
         got_v, got_i = got[0], got[1]
         want_v = want[0]
         values = _allclose(got_v, want_v, tol)
@@ -142,11 +149,17 @@ def check_output(spec: OpSpec, case: Case, got: Any, want: Any, inputs: tuple[An
         pointed = _gather_values(args[0], got_i, dim)
         consistent = _allclose(pointed, got_v.to("cpu", torch.float64), Tolerance(0.0, 0.0))
         if not consistent.ok:
-            return Check(False, values.max_abs, values.max_rel, "indices do not point at the returned values: "
-                         + consistent.detail)
+            return Check(
+                False,
+                values.max_abs,
+                values.max_rel,
+                "indices do not point at the returned values: " + consistent.detail,
+            )
         return values
     if spec.compare == "sorted_values":
-        got_t, want_t = (torch.sort(t.flatten().to("cpu", torch.float64)).values for t in (_flat(got)[0], _flat(want)[0]))
+        got_t, want_t = (
+            torch.sort(t.flatten().to("cpu", torch.float64)).values for t in (_flat(got)[0], _flat(want)[0])
+        )
         return _allclose(got_t, want_t, tol)
     got_l, want_l = _flat(got), _flat(want)
     if len(got_l) != len(want_l):
@@ -154,7 +167,9 @@ def check_output(spec: OpSpec, case: Case, got: Any, want: Any, inputs: tuple[An
     worst = Check(True, 0.0, 0.0)
     for g, w in zip(got_l, want_l, strict=True):
         if not isinstance(w, torch.Tensor):
-            same = g == w if not isinstance(w, float) else math.isclose(g, w, rel_tol=tol.rtol, abs_tol=tol.atol)
+            same = (
+                g == w if not isinstance(w, float) else math.isclose(g, w, rel_tol=tol.rtol, abs_tol=tol.atol)
+            )
             if not same:
                 return Check(False, detail=f"got {g!r}, reference {w!r}")
             continue
@@ -185,7 +200,11 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
     case = spec.case(req.case)
     row: dict[str, Any] = {"status": "pass", "reason": None, "atol": req.atol, "rtol": req.rtol}
     if req.dtype not in adapter.supported_dtypes():
-        return {**row, "status": "unsupported", "reason": f"{adapter.name} declares no {req.dtype} support on {req.device}"}
+        return {
+            **row,
+            "status": "unsupported",
+            "reason": f"{adapter.name} declares no {req.dtype} support on {req.device}",
+        }
     why = adapter.unsupported_reason(spec)
     if why:
         return {**row, "status": "unsupported", "reason": why}
@@ -208,13 +227,21 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
             row.update(max_abs_err=check.max_abs, max_rel_err=check.max_rel)
             if not check.ok:
                 row.update(status="fail", reason=check.detail)
-            timing = adapter.time(_bind(impl, args, kwargs, spec.mutates), req.warmup, req.repetitions, req.budget_s)
-        row.update(latency_ms=timing.median_ms, latency_p10_ms=timing.p10_ms, latency_p90_ms=timing.p90_ms,
-                   reps=timing.reps, compile_s=max(0.0, first_call_s - timing.median_ms / 1e3))
+            timing = adapter.time(
+                _bind(impl, args, kwargs, spec.mutates), req.warmup, req.repetitions, req.budget_s
+            )
+        row.update(
+            latency_ms=timing.median_ms,
+            latency_p10_ms=timing.p10_ms,
+            latency_p90_ms=timing.p90_ms,
+            reps=timing.reps,
+            compile_s=max(0.0, first_call_s - timing.median_ms / 1e3),
+        )
         if baseline is not None:
             with baseline.route(spec) as base_impl:
-                base = baseline.time(_bind(base_impl, args, kwargs, spec.mutates), req.warmup, req.repetitions,
-                                     req.budget_s)
+                base = baseline.time(
+                    _bind(base_impl, args, kwargs, spec.mutates), req.warmup, req.repetitions, req.budget_s
+                )
             row["baseline_ms"] = base.median_ms
         else:
             row["baseline_ms"] = timing.median_ms

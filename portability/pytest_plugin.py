@@ -24,8 +24,16 @@ from portability.results import FAILING, RESULTS_FILE, ResultWriter, iter_result
 
 LOG_DIR = "logs"
 # Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults).
-POISONING_ERRORS = ("illegal memory access", "illegal address", "device-side assert", "unspecified launch failure",
-                    "misaligned address", "an illegal instruction", "uncorrectable ECC", "device lost")
+POISONING_ERRORS = (
+    "illegal memory access",
+    "illegal address",
+    "device-side assert",
+    "unspecified launch failure",
+    "misaligned address",
+    "an illegal instruction",
+    "uncorrectable ECC",
+    "device lost",
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -100,7 +108,6 @@ class CaseItem(pytest.Item):
         self.request = request
 
     def runtest(self) -> None:
-        from dataclasses import asdict
 
         from portability.execute import run_case
 
@@ -119,9 +126,15 @@ class CaseItem(pytest.Item):
         if poisoned:
             row["status"] = "crash"
             row["reason"] = f"device context poisoned: {row['reason']}"
-        full = {**_identity(req), **row, "duration_s": round(time.perf_counter() - started, 4),
-                "device_name": adapter.device_name() if row["status"] != "crash" else "",
-                "versions": adapter.versions(), "worker": worker, "time": time.time()}
+        full = {
+            **_identity(req),
+            **row,
+            "duration_s": round(time.perf_counter() - started, 4),
+            "device_name": adapter.device_name() if row["status"] != "crash" else "",
+            "versions": adapter.versions(),
+            "worker": worker,
+            "time": time.time(),
+        }
         ResultWriter(Path(config.getoption("--portability-out")) / RESULTS_FILE).append(full)
         marker.unlink(missing_ok=True)
         # user_properties travel to the xdist controller through execnet: plain JSON types only.
@@ -151,11 +164,20 @@ class CaseFailed(Exception):
 
 
 def _identity(req: Any) -> dict[str, Any]:
-    return {"id": req.id, "kind": "op", "cell": req.cell, "backend": req.backend, "device": req.device,
-            "op": req.op, "case": req.case, "dtype": req.dtype}
+    return {
+        "id": req.id,
+        "kind": "op",
+        "cell": req.cell,
+        "backend": req.backend,
+        "device": req.device,
+        "op": req.op,
+        "case": req.case,
+        "dtype": req.dtype,
+    }
 
 
 # --- worker side: send output to a per-worker log so a dead worker's last words survive --------------
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
@@ -173,6 +195,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # --- controller side: progress lines, and rows for cases whose worker died ---------------------------
+
 
 class _Progress:
     def __init__(self, config: pytest.Config) -> None:
@@ -219,17 +242,28 @@ class _Progress:
         timeout = float(self.config.getoption("timeout", 0) or 0)
         timed_out = "+ Timeout +" in last_words or (timeout > 0 and elapsed >= 0.95 * timeout)
         status = "timeout" if timed_out else "crash"
-        reason = (f"no result after {elapsed:.0f}s (timeout {timeout:.0f}s)" if timed_out
-                  else "worker process died")
+        reason = (
+            f"no result after {elapsed:.0f}s (timeout {timeout:.0f}s)" if timed_out else "worker process died"
+        )
         if last_words:
             reason += f"; last output: {last_words}"
         item_id = report.nodeid.split("::", 1)[-1]
         parts = item_id.split("::")
-        row = {"id": item_id, "kind": "op", "cell": parts[0], "backend": parts[0].split("@")[0],
-               "device": parts[0].split("@")[-1], "op": parts[1] if len(parts) > 1 else "",
-               "case": parts[2] if len(parts) > 2 else "", "dtype": parts[3] if len(parts) > 3 else "",
-               "status": status, "reason": reason[-2000:], "duration_s": round(elapsed, 3), "worker": worker,
-               "time": time.time()}
+        row = {
+            "id": item_id,
+            "kind": "op",
+            "cell": parts[0],
+            "backend": parts[0].split("@")[0],
+            "device": parts[0].split("@")[-1],
+            "op": parts[1] if len(parts) > 1 else "",
+            "case": parts[2] if len(parts) > 2 else "",
+            "dtype": parts[3] if len(parts) > 3 else "",
+            "status": status,
+            "reason": reason[-2000:],
+            "duration_s": round(elapsed, 3),
+            "worker": worker,
+            "time": time.time(),
+        }
         ResultWriter(results).append(row)
         return row
 
@@ -255,6 +289,8 @@ def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) 
         if row.get("speedup") and not str(row.get("backend")) == "torch":
             extra += f" x{row['speedup']:.2f}"
     eta = elapsed / done * (total - done) if done and total else 0
-    sys.stderr.write(f"[{bar}] {done}/{total} {row.get('cell')} {row.get('op')} [{row.get('case')}] "
-                     f"{row.get('dtype')}: {status}{extra}  (eta {eta:.0f}s)\n")
+    sys.stderr.write(
+        f"[{bar}] {done}/{total} {row.get('cell')} {row.get('op')} [{row.get('case')}] "
+        f"{row.get('dtype')}: {status}{extra}  (eta {eta:.0f}s)\n"
+    )
     sys.stderr.flush()

@@ -22,14 +22,28 @@ import portability
 from portability.plan import Cell, Plan
 from portability.results import RESULTS_FILE, ResultWriter, iter_results, latest_by_id
 
-PLAN_FILE = "cells.plan.json"
+PLAN_FILE = "cells.plan.json"  # what the pytest sessions run (on --resume: only what is left)
+FULL_PLAN_FILE = "plan.json"  # every planned case, so a scorecard can name what was never run
 
 
 def cell_row(cell: Cell) -> dict[str, Any]:
-    status = "unavailable" if cell.status == "unavailable" else ("error" if cell.status == "error" else "pass")
-    return {"id": f"cell:{cell.id}", "kind": "cell", "cell": cell.id, "backend": cell.backend, "device": cell.device,
-            "status": status, "reason": cell.reason or None, "device_name": cell.device_name,
-            "versions": cell.versions, "adapter": cell.adapter, "dtypes": cell.dtypes, "time": time.time()}
+    status = (
+        "unavailable" if cell.status == "unavailable" else ("error" if cell.status == "error" else "pass")
+    )
+    return {
+        "id": f"cell:{cell.id}",
+        "kind": "cell",
+        "cell": cell.id,
+        "backend": cell.backend,
+        "device": cell.device,
+        "status": status,
+        "reason": cell.reason or None,
+        "device_name": cell.device_name,
+        "versions": cell.versions,
+        "adapter": cell.adapter,
+        "dtypes": cell.dtypes,
+        "time": time.time(),
+    }
 
 
 def completed_ids(out: Path) -> set[str]:
@@ -45,7 +59,7 @@ def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
 
 
 def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -> int:
-    """Execute every case of the plan, writing rows to out/results.jsonl. Returns the pytest exit codes' max."""
+    """Run every case of the plan, appending rows to out/results.jsonl. Returns the worst pytest exit code."""
     out.mkdir(parents=True, exist_ok=True)
     results = out / RESULTS_FILE
     if not resume and results.exists():
@@ -56,6 +70,8 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         row_id = f"cell:{cell.id}"
         if row_id not in done:
             writer.append(cell_row(cell))
+    if not resume or not (out / FULL_PLAN_FILE).exists():
+        plan.write(out / FULL_PLAN_FILE)
     todo = Plan(plan.cells, [c for c in plan.cases if c.id not in done], plan.timeout_s, plan.workers)
     todo.write(out / PLAN_FILE)
     (out / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
@@ -75,21 +91,53 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         log = f"logs/pytest.{cell.backend}@{cell.device.replace(':', '_')}.log"
         for req in cases:
             if req.id not in have:
-                writer.append({"id": req.id, "kind": "op", "cell": req.cell, "backend": req.backend,
-                               "device": req.device, "op": req.op, "case": req.case, "dtype": req.dtype,
-                               "status": status, "reason": f"no result: the pytest session for this cell "
-                               f"exited with code {code} before running this case (see {log})",
-                               "time": time.time()})
+                writer.append(
+                    {
+                        "id": req.id,
+                        "kind": "op",
+                        "cell": req.cell,
+                        "backend": req.backend,
+                        "device": req.device,
+                        "op": req.op,
+                        "case": req.case,
+                        "dtype": req.dtype,
+                        "status": status,
+                        "reason": f"no result: the pytest session for this cell "
+                        f"exited with code {code} before running this case (see {log})",
+                        "time": time.time(),
+                    }
+                )
     return worst
 
 
 def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
     n = _workers(plan, cell, n_cases)
-    cmd = [sys.executable, "-m", "pytest", str(out / PLAN_FILE), "-c", str(out / "pytest.ini"),
-           "--rootdir", str(out), "-p", "portability.pytest_plugin",
-           f"--portability-out={out}", f"--portability-cell={cell.id}",
-           "-n", str(n), "--max-worker-restart", "100000", "--dist", "load",
-           f"--timeout={plan.timeout_s:g}", "--timeout-method=thread", "-q", "--no-header", "-s", "-rN"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(out / PLAN_FILE),
+        "-c",
+        str(out / "pytest.ini"),
+        "--rootdir",
+        str(out),
+        "-p",
+        "portability.pytest_plugin",
+        f"--portability-out={out}",
+        f"--portability-cell={cell.id}",
+        "-n",
+        str(n),
+        "--max-worker-restart",
+        "100000",
+        "--dist",
+        "load",
+        f"--timeout={plan.timeout_s:g}",
+        "--timeout-method=thread",
+        "-q",
+        "--no-header",
+        "-s",
+        "-rN",
+    ]
     env = dict(os.environ)
     env.update(cell.env)
     src_root = str(Path(portability.__file__).resolve().parent.parent)
@@ -104,7 +152,15 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
 
 
 def write_run_info(out: Path, argv: list[str], matrix: str, started: float) -> None:
-    info = {"command": "portability " + " ".join(argv), "matrix": matrix, "host": socket.gethostname(),
-            "platform": platform.platform(), "python": platform.python_version(), "started": started,
-            "finished": time.time(), "wall_s": round(time.time() - started, 1), "portability": portability.__version__}
+    info = {
+        "command": "portability " + " ".join(argv),
+        "matrix": matrix,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "started": started,
+        "finished": time.time(),
+        "wall_s": round(time.time() - started, 1),
+        "portability": portability.__version__,
+    }
     (out / "run.json").write_text(json.dumps(info, indent=1))

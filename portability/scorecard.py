@@ -26,11 +26,23 @@ MAX_MESSAGE_CHARS = 240
 ZWSP = "\u200b"
 MARKER = "<!-- flagos-portability-scorecard -->"
 
-SYMBOL = {"pass": "✓", "fail": "✗", "error": "E", "timeout": "⏱", "crash": "💥", "oom": "OOM",
-          "unsupported": "∅", "skip": "–", "infra": "?", "unavailable": "·"}
-LEGEND = ("✓ all cases pass (geomean speedup vs torch on the same device) · ✗ wrong result · E error · "
-          "⏱ timeout · 💥 crash · OOM out of memory · ∅ unsupported dtype/op · – skipped · ? infra "
-          "· blank: not run")
+SYMBOL = {
+    "pass": "✓",
+    "fail": "✗",
+    "error": "E",
+    "timeout": "⏱",
+    "crash": "💥",
+    "oom": "OOM",
+    "unsupported": "∅",
+    "skip": "–",
+    "infra": "?",
+    "unavailable": "·",
+}
+LEGEND = (
+    "✓ all cases pass (geomean speedup vs torch on the same device) · ✗ wrong result · E error · "
+    "⏱ timeout · 💥 crash · OOM out of memory · ∅ unsupported dtype/op · – skipped · ? infra "
+    "· blank: not run"
+)
 
 
 def md_text(text: Any, cap: int = MAX_MESSAGE_CHARS) -> str:
@@ -51,9 +63,17 @@ def _geomean(values: list[float]) -> float | None:
     return math.exp(sum(math.log(v) for v in vals) / len(vals))
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-cell summary, operator × cell grid and failure list, from the latest row of each case."""
+def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-cell summary, operator × cell grid and failure list, from the latest row of each case.
+
+    `planned` (the run's plan.json cases) lets the scorecard name cases that were planned but never ran
+    (a run cut short by a time limit), instead of silently showing a smaller matrix."""
     latest = list(latest_by_id(rows).values())
+    have = {r["id"] for r in latest}
+    missing = [c for c in (planned or []) if c["id"] not in have]
+    not_run: dict[str, Counter[str]] = defaultdict(Counter)
+    for c in missing:
+        not_run[c["cell"]][c["op"]] += 1
     cells = {r["cell"]: r for r in latest if r.get("kind") == "cell"}
     ops_rows = [r for r in latest if r.get("kind") == "op"]
     by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -65,22 +85,36 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         rs = by_cell.get(cell_id, [])
         counts = Counter(r["status"] for r in rs)
         ops = {r["op"] for r in rs}
-        passing_ops = {op for op in ops if all(r["status"] in ("pass", "unsupported", "skip")
-                                               for r in rs if r["op"] == op)
-                       and any(r["status"] == "pass" for r in rs if r["op"] == op)}
+        passing_ops = {
+            op
+            for op in ops
+            if all(r["status"] in ("pass", "unsupported", "skip") for r in rs if r["op"] == op)
+            and any(r["status"] == "pass" for r in rs if r["op"] == op)
+        }
         speedups = [r["speedup"] for r in rs if r["status"] == "pass" and r.get("speedup")]
-        summary.append({
-            "cell": cell_id, "backend": meta.get("backend", cell_id.split("@")[0]),
-            "device": meta.get("device", cell_id.split("@")[-1]),
-            "device_name": meta.get("device_name") or next((r.get("device_name") for r in rs if r.get("device_name")), ""),
-            "state": meta.get("status", "pass") if rs or meta else "pass",
-            "reason": meta.get("reason"), "cases": len(rs), "counts": dict(counts),
-            "operators": len(ops), "operators_passing": len(passing_ops),
-            "geomean_speedup": _geomean(speedups),
-            "faster_than_native": (sum(1 for s in speedups if s > 1.0) / len(speedups)) if speedups else None,
-            "compile_s": round(sum(r.get("compile_s") or 0 for r in rs), 2),
-            "versions": meta.get("versions") or next((r.get("versions") for r in rs if r.get("versions")), {}),
-        })
+        summary.append(
+            {
+                "cell": cell_id,
+                "backend": meta.get("backend", cell_id.split("@")[0]),
+                "device": meta.get("device", cell_id.split("@")[-1]),
+                "device_name": meta.get("device_name")
+                or next((r.get("device_name") for r in rs if r.get("device_name")), ""),
+                "state": meta.get("status", "pass") if rs or meta else "pass",
+                "reason": meta.get("reason"),
+                "cases": len(rs),
+                "counts": dict(counts),
+                "operators": len(ops),
+                "operators_passing": len(passing_ops),
+                "geomean_speedup": _geomean(speedups),
+                "faster_than_native": (sum(1 for s in speedups if s > 1.0) / len(speedups))
+                if speedups
+                else None,
+                "compile_s": round(sum(r.get("compile_s") or 0 for r in rs), 2),
+                "not_run": sum(not_run[cell_id].values()),
+                "versions": meta.get("versions")
+                or next((r.get("versions") for r in rs if r.get("versions")), {}),
+            }
+        )
     grid: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for cell_id, rs in by_cell.items():
         per_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -89,11 +123,21 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for op, items in per_op.items():
             counts = Counter(r["status"] for r in items)
             speed = _geomean([r["speedup"] for r in items if r["status"] == "pass" and r.get("speedup")])
-            grid[op][cell_id] = {"counts": dict(counts), "cases": len(items), "geomean_speedup": speed,
-                                 "verdict": _verdict(counts)}
+            grid[op][cell_id] = {
+                "counts": dict(counts),
+                "cases": len(items),
+                "geomean_speedup": speed,
+                "verdict": _verdict(counts),
+            }
+    for cell_id, per_op in not_run.items():
+        for op, n in per_op.items():
+            entry = grid[op].setdefault(
+                cell_id, {"counts": {}, "cases": 0, "geomean_speedup": None, "verdict": "skip"}
+            )
+            entry["not_run"] = n
     failures = [r for r in ops_rows if r["status"] in FAILING]
     serving = [r for r in latest if r.get("kind") == "serving"]
-    return {"cells": summary, "grid": grid, "failures": failures, "serving": serving}
+    return {"cells": summary, "grid": grid, "failures": failures, "serving": serving, "not_run": len(missing)}
 
 
 def _verdict(counts: Counter[str] | dict[str, int]) -> str:
@@ -111,6 +155,13 @@ def _verdict(counts: Counter[str] | dict[str, int]) -> str:
 def _grid_entry(entry: dict[str, Any] | None) -> str:
     if not entry:
         return ""
+    if not entry["cases"]:
+        return f"not run {entry.get('not_run', 0)}"
+    suffix = f" (+{entry['not_run']} not run)" if entry.get("not_run") else ""
+    return _ran_entry(entry) + suffix
+
+
+def _ran_entry(entry: dict[str, Any]) -> str:
     verdict = entry["verdict"]
     sym = SYMBOL[verdict]
     counts = entry["counts"]
@@ -121,33 +172,75 @@ def _grid_entry(entry: dict[str, Any] | None) -> str:
     return f"{sym} {bad}/{entry['cases']}" if bad else sym
 
 
-def render_markdown(data: dict[str, Any], run: dict[str, Any] | None = None, limit: int = MAX_COMMENT_BYTES) -> str:
+def render_markdown(
+    data: dict[str, Any], run: dict[str, Any] | None = None, limit: int = MAX_COMMENT_BYTES
+) -> str:
     head = [MARKER, "## FlagOS portability scorecard", ""]
     if run:
-        head.append(f"Host `{md_text(run.get('host'), 60)}` · {md_text(run.get('platform'), 80)} · "
-                    f"wall {run.get('wall_s', '?')} s · `{md_text(run.get('command'), 200)}`")
+        head.append(
+            f"Host `{md_text(run.get('host'), 60)}` · {md_text(run.get('platform'), 80)} · "
+            f"wall {run.get('wall_s', '?')} s · `{md_text(run.get('command'), 200)}`"
+        )
         head.append("")
     cell_rows = []
     for c in data["cells"]:
         counts = c["counts"]
         if c["state"] in ("unavailable", "error"):
-            cell_rows.append([md_text(c["cell"], 60), md_text(c["device_name"] or "—", 40),
-                              f"{c['state']}: {md_text(c['reason'])}", "", "", "", "", "", ""])
+            cell_rows.append(
+                [
+                    md_text(c["cell"], 60),
+                    md_text(c["device_name"] or "—", 40),
+                    f"{c['state']}: {md_text(c['reason'])}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
             continue
         bad = {s: counts.get(s, 0) for s in FAILING if counts.get(s)}
         other = {s: counts.get(s, 0) for s in ("unsupported", "skip", "infra") if counts.get(s)}
         gm = c["geomean_speedup"]
         ftn = c["faster_than_native"]
-        cell_rows.append([
-            md_text(c["cell"], 60), md_text(c["device_name"], 40), "ran", counts.get("pass", 0),
-            ", ".join(f"{k} {v}" for k, v in bad.items()) or "0", ", ".join(f"{k} {v}" for k, v in other.items()) or "",
-            f"{c['operators_passing']}/{c['operators']}", f"{gm:.2f}x" if gm else "",
-            f"{ftn:.0%}" if ftn is not None else ""])
-    summary = tabulate(cell_rows, headers=["cell", "device", "state", "pass", "failing", "skipped",
-                                           "ops passing", "geomean speedup", "faster than native"],
-                       tablefmt="github")
+        if c.get("not_run"):
+            other["not run"] = c["not_run"]
+        cell_rows.append(
+            [
+                md_text(c["cell"], 60),
+                md_text(c["device_name"], 40),
+                "ran",
+                counts.get("pass", 0),
+                ", ".join(f"{k} {v}" for k, v in bad.items()) or "0",
+                ", ".join(f"{k} {v}" for k, v in other.items()) or "",
+                f"{c['operators_passing']}/{c['operators']}",
+                f"{gm:.2f}x" if gm else "",
+                f"{ftn:.0%}" if ftn is not None else "",
+            ]
+        )
+    summary = tabulate(
+        cell_rows,
+        headers=[
+            "cell",
+            "device",
+            "state",
+            "pass",
+            "failing",
+            "skipped",
+            "ops passing",
+            "geomean speedup",
+            "faster than native",
+        ],
+        tablefmt="github",
+    )
     n_fail = sum(1 for _ in data["failures"])
     verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
+    if data.get("not_run"):
+        verdict += (
+            f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
+            "`portability run --resume` finishes it)."
+        )
     sections = [*head, verdict, "", "### Cells", "", summary, ""]
     if data.get("serving"):
         try:
@@ -157,20 +250,28 @@ def render_markdown(data: dict[str, Any], run: dict[str, Any] | None = None, lim
         except ImportError:
             pass
     cells = [c["cell"] for c in data["cells"] if c["state"] not in ("unavailable", "error") and c["cases"]]
-    grid_rows = [[md_text(op, 60)] + [_grid_entry(data["grid"][op].get(cell)) for cell in cells]
-                 for op in sorted(data["grid"])]
+    grid_rows = [
+        [md_text(op, 60)] + [_grid_entry(data["grid"][op].get(cell)) for cell in cells]
+        for op in sorted(data["grid"])
+    ]
     grid = tabulate(grid_rows, headers=["operator", *[md_text(c, 40) for c in cells]], tablefmt="github")
-    fail_lines = [f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
-                  f"{md_text(r['dtype'], 10)}: **{r['status']}** — {md_text(r.get('reason'))}"
-                  + (f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
-                     if r.get("max_abs_err") is not None and r["status"] == "fail" else "")
-                  for r in data["failures"]]
+    fail_lines = [
+        f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
+        f"{md_text(r['dtype'], 10)}: **{r['status']}** — {md_text(r.get('reason'))}"
+        + (
+            f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
+            if r.get("max_abs_err") is not None and r["status"] == "fail"
+            else ""
+        )
+        for r in data["failures"]
+    ]
     text = "\n".join(sections)
     grid_block = f"### Operators × cells\n\n{LEGEND}\n\n{grid}\n"
     if len((text + grid_block).encode()) < limit * 0.6:
         text += "\n" + grid_block
     else:
-        text += f"\n<details><summary>Operators × cells ({len(grid_rows)} operators)</summary>\n\n{LEGEND}\n\n{grid}\n\n</details>\n"
+        summary_line = f"<summary>Operators × cells ({len(grid_rows)} operators)</summary>"
+        text += f"\n<details>{summary_line}\n\n{LEGEND}\n\n{grid}\n\n</details>\n"
     if fail_lines:
         budget = limit - len(text.encode()) - 300
         kept: list[str] = []
@@ -183,7 +284,10 @@ def render_markdown(data: dict[str, Any], run: dict[str, Any] | None = None, lim
         text += f"\n<details><summary>Failing cases ({len(fail_lines)})</summary>\n\n" + "\n".join(kept)
         text += (f"\n- … {more} more in scorecard.json\n" if more else "\n") + "\n</details>\n"
     if len(text.encode()) > limit:  # the grid alone is too big: keep the summary, point to the files
-        text = "\n".join(sections) + "\n_Operator grid and failure list omitted to fit a PR comment: see scorecard.json._\n"
+        text = (
+            "\n".join(sections)
+            + "\n_Operator grid and failure list omitted to fit a PR comment: see scorecard.json._\n"
+        )
     return text
 
 
@@ -196,16 +300,22 @@ def render_junit(rows: list[dict[str, Any]]) -> str:
             by_cell[r["cell"]].append(r)
     for cell, rs in sorted(by_cell.items()):
         counts = Counter(r["status"] for r in rs if r.get("kind") != "cell" or r["status"] != "pass")
-        suite = ET.SubElement(suites, "testsuite", name=cell, tests=str(sum(counts.values())),
-                              failures=str(counts.get("fail", 0)),
-                              errors=str(sum(counts.get(s, 0) for s in ("error", "timeout", "crash", "oom"))),
-                              skipped=str(sum(counts.get(s, 0) for s in ("skip", "unsupported", "unavailable", "infra"))))
+        suite = ET.SubElement(
+            suites,
+            "testsuite",
+            name=cell,
+            tests=str(sum(counts.values())),
+            failures=str(counts.get("fail", 0)),
+            errors=str(sum(counts.get(s, 0) for s in ("error", "timeout", "crash", "oom"))),
+            skipped=str(sum(counts.get(s, 0) for s in ("skip", "unsupported", "unavailable", "infra"))),
+        )
         for r in rs:
             if r.get("kind") == "cell" and r["status"] == "pass":
                 continue
             name = r["id"].split("::", 1)[-1] if r.get("kind") == "op" else r["id"]
-            case = ET.SubElement(suite, "testcase", classname=cell, name=name,
-                                 time=f"{(r.get('latency_ms') or 0) / 1e3:.6f}")
+            case = ET.SubElement(
+                suite, "testcase", classname=cell, name=name, time=f"{(r.get('latency_ms') or 0) / 1e3:.6f}"
+            )
             status, reason = r["status"], str(r.get("reason") or "")
             if status == "fail":
                 ET.SubElement(case, "failure", message=reason[:500], type="fail").text = reason
@@ -223,11 +333,18 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     out = Path(out) if out else run_dir
     out.mkdir(parents=True, exist_ok=True)
     rows = read_results(results)
-    data = summarize(rows)
+    plan_file = run_dir / "plan.json"
+    planned = json.loads(plan_file.read_text())["cases"] if plan_file.exists() else None
+    data = summarize(rows, planned)
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
     paths = {"markdown": out / "scorecard.md", "json": out / "scorecard.json", "junit": out / "junit.xml"}
     paths["markdown"].write_text(render_markdown(data, run))
-    paths["json"].write_text(json.dumps({"run": run, "statuses": STATUSES, **data,
-                                         "results": list(latest_by_id(rows).values())}, indent=1, default=str))
+    paths["json"].write_text(
+        json.dumps(
+            {"run": run, "statuses": STATUSES, **data, "results": list(latest_by_id(rows).values())},
+            indent=1,
+            default=str,
+        )
+    )
     paths["junit"].write_text(render_junit(rows))
     return paths

@@ -74,8 +74,8 @@ def test_summary_counts_coverage_geomean_and_share_faster():
     fast = cells["fast@cuda"]
     assert fast["counts"] == {"pass": 3, "fail": 1, "unsupported": 1, "crash": 1}
     assert fast["operators"] == 4 and fast["operators_passing"] == 1  # only softmax passes every case
-    # geomean of passing cases only: (2 * 0.5 * 4) ** (1/3) = 2
-    assert math.isclose(fast["geomean_speedup"], 2.0)
+    # geomean of passing cases only, the failing mm case (speedup 3) excluded: (2 * 0.5 * 4) ** (1/3)
+    assert math.isclose(fast["geomean_speedup"], 4 ** (1 / 3))
     assert math.isclose(fast["faster_than_native"], 2 / 3)
     assert cells["gems@npu"]["state"] == "unavailable"
     assert data["grid"]["mm"]["fast@cuda"]["verdict"] == "fail"
@@ -106,6 +106,19 @@ def test_junit_has_one_suite_per_cell_with_failures_errors_and_skips():
     )
     assert suites["gems@npu"].get("skipped") == "1"
     assert fast.find("testcase/failure") is not None
+
+
+def test_planned_cases_without_a_row_are_reported_as_not_run():
+    planned = [{"id": r["id"], "cell": r["cell"], "op": r["op"]} for r in ROWS if r["kind"] == "op"]
+    planned.append({"id": "fast@cuda::mm::c::fp32", "cell": "fast@cuda", "op": "mm"})
+    planned.append({"id": "fast@cuda::exp::a::fp32", "cell": "fast@cuda", "op": "exp"})
+    data = summarize(ROWS, planned)
+    assert data["not_run"] == 2
+    assert next(c for c in data["cells"] if c["cell"] == "fast@cuda")["not_run"] == 2
+    md = render_markdown(data)
+    assert "**2 planned case(s) were not run**" in md
+    assert "not run 1" in next(line for line in md.splitlines() if line.startswith("| exp"))
+    assert "(+1 not run)" in next(line for line in md.splitlines() if line.startswith("| mm"))
 
 
 def test_latest_row_of_a_case_wins_and_files_are_written(tmp_path):

@@ -18,13 +18,18 @@ export FLAGGEMS_CACHE_DIR=/tmp/cache/flaggems PYTHONUNBUFFERED=1
 mkdir -p "$FLAGGEMS_CACHE_DIR"
 [ -f .gpu/flaggems-cache.tgz ] && tar xzf .gpu/flaggems-cache.tgz -C /tmp/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# A run started on an earlier machine continues from its results carried in .gpu/<name>/.
+seed=".gpu/$(basename "$run_dir")"
+if [ ! -f "$run_dir/results.jsonl" ] && [ -f "$seed/results.jsonl" ]; then
+  mkdir -p "$run_dir" && cp "$seed"/*.json* "$run_dir"/
+fi
 # A run cut by the time limit is finished by the next call (back to back, while the box is warm).
 resume=(); [ -f "$run_dir/results.jsonl" ] && resume=(--resume)
 timeout -k 10 "${RUN_TIMEOUT:-540}" python3 -m portability run --out "$run_dir" "${resume[@]}" "$@"
 rc=$?
 [ $rc -ne 0 ] && python3 -m portability scorecard "$run_dir" >/dev/null  # a cut run still gets a scorecard
 if [ -n "${OUT:-}" ]; then
-  for f in results.jsonl scorecard.md scorecard.json junit.xml run.json; do
+  for f in results.jsonl scorecard.md scorecard.json junit.xml run.json plan.json; do
     [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/"
   done
   tar czf "$OUT/logs.tgz" -C "$run_dir" logs 2>/dev/null
