@@ -105,9 +105,7 @@ class BackendAdapter:
     def synchronize(self) -> None:
         devices.synchronize(self.device)
 
-    def time(
-        self, fn: Callable[[], object], warmup: int, reps: int, budget_s: float = 0.0
-    ) -> devices.Timing:
+    def time(self, fn: Callable[[], object], warmup: int, reps: int, budget_s: float = 0.0) -> devices.Timing:
         return devices.time_fn(fn, self.device, warmup, reps, budget_s)
 
     def device_name(self) -> str:
