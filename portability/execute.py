@@ -183,6 +183,24 @@ def check_output(
     return worst
 
 
+def poison_allocator(want: Any, device: str, dtype: str) -> None:
+    """Fill, then free, device blocks the size of the expected outputs, so that an output buffer the
+    backend allocates next (the caching allocator on accelerators, malloc's free lists on the CPU) starts
+    as NaN (or a sentinel for integer/bool outputs) instead of stale, possibly correct, values. An
+    implementation that leaves part of its output unwritten then fails the check."""
+    from portability.spec import DTYPES
+
+    for ref in _flat(want):
+        if not isinstance(ref, torch.Tensor) or ref.numel() == 0:
+            continue
+        target = DTYPES[dtype] if ref.is_floating_point() else ref.dtype
+        fill: float | int | bool = (
+            float("nan") if target.is_floating_point else (True if target == torch.bool else -7)
+        )
+        block = torch.full(ref.shape, fill, dtype=target, device=device)
+        del block
+
+
 def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ()
 
@@ -217,6 +235,7 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
         args, kwargs = _to(args_cpu, req.device), _to(kwargs_cpu, req.device)
         with adapter.route(spec) as impl:
             call_args, call_kwargs = _clone(args), _clone(kwargs)
+            poison_allocator(want, req.device, req.dtype)
             t0 = time.perf_counter()
             out = impl(*call_args, **call_kwargs)
             adapter.synchronize()

@@ -268,13 +268,19 @@ class _Progress:
         return row
 
 
-def _tail(log: Path, offset: int, max_lines: int = 12) -> str:
+def _tail(log: Path, offset: int, max_lines: int = 8) -> str:
+    """The dead worker's last words since its case started: stack-frame lines dropped (faulthandler and
+    pytest-timeout dump every thread), so what remains is what the case and the runtime said."""
     if not log.exists():
         return ""
     with log.open("rb") as fh:
         fh.seek(offset)
         text = fh.read().decode("utf-8", "replace")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("--- case ")]
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.startswith(("--- case ", " ", "\t")) and not ln.startswith("File ")
+    ]
     return " | ".join(lines[-max_lines:])[-1500:]
 
 
