@@ -111,7 +111,7 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
     count = 0
     seen: set[int] = set()
 
-    def build(node: yaml.Node, path: Path_) -> Any:
+    def build(node: yaml.Node, path: Path_, used_at: int = 1) -> Any:
         nonlocal count
         count += 1
         if count > MAX_NODES:
@@ -120,18 +120,18 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
                 node.start_mark.line + 1,
                 f"more than {MAX_NODES} YAML nodes, expected a small matrix file",
             )
-        if id(node) in seen:
+        if id(node) in seen:  # an alias: the same node object appears again where it is used
             raise ConfigError(
                 file,
-                node.start_mark.line + 1,
+                used_at,
                 "YAML anchor/alias reused, expected plain values (anchors are not supported)",
             )
         seen.add(id(node))
-        lines[path] = node.start_mark.line + 1
+        lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
         if isinstance(node, yaml.MappingNode):
             out: dict[Any, Any] = {}
             for k_node, v_node in node.value:
-                key = build(k_node, (*path, "<key>"))
+                key = build(k_node, (*path, "<key>"), k_node.start_mark.line + 1)
                 if not isinstance(key, (str, int, float, bool)) or key is None:
                     raise ConfigError(
                         file,
@@ -143,10 +143,10 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
                         file, k_node.start_mark.line + 1, f"duplicate key {key!r}, expected each key once"
                     )
                 lines[(*path, key)] = k_node.start_mark.line + 1
-                out[key] = build(v_node, (*path, key))
+                out[key] = build(v_node, (*path, key), k_node.start_mark.line + 1)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [build(v, (*path, i)) for i, v in enumerate(node.value)]
+            return [build(v, (*path, i), node.start_mark.line + 1) for i, v in enumerate(node.value)]
         return _SCALARS.construct_object(node, deep=True)
 
     try:
@@ -249,7 +249,7 @@ def load_matrix(
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(
-            file, 0, f"cannot read the file ({exc.strerror}), expected a readable matrix.yaml"
+            file, 1, f"cannot read the file ({exc.strerror}), expected a readable matrix file"
         ) from None
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError(file, 1, f"file is {len(raw)} bytes, expected at most {MAX_FILE_BYTES}")
