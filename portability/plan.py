@@ -46,6 +46,7 @@ class Plan:
     cases: list[CaseRequest]
     timeout_s: float
     workers: int | str
+    refused: list[tuple[CaseRequest, str]] = field(default_factory=list)  # never run, with the reason
 
     def cases_of(self, cell: Cell) -> list[CaseRequest]:
         return [c for c in self.cases if c.cell == cell.id]
@@ -120,6 +121,21 @@ def probe_cell(cell: Cell) -> Cell:
     return cell
 
 
+# A case needs its inputs, its output(s) and the reference copy on the device at once: refuse it at plan
+# time when three times its input bytes exceed the device's free memory, rather than run it into an OOM.
+MEMORY_FACTOR = 3
+
+
+def memory_refusal(case_bytes: int, free_bytes: int | None) -> str | None:
+    """Why a case cannot fit in device memory (with the figures), or None."""
+    if free_bytes is None or case_bytes * MEMORY_FACTOR <= free_bytes:
+        return None
+    return (
+        f"needs about {case_bytes * MEMORY_FACTOR / 2**30:.2f} GiB ({MEMORY_FACTOR}x its "
+        f"{case_bytes / 2**30:.2f} GiB of inputs) but the device has {free_bytes / 2**30:.2f} GiB free"
+    )
+
+
 def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Plan:
     cells: list[Cell] = []
     for b in config.backends.values():
@@ -139,10 +155,15 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
     ops = select_operators(config, filters)
     perf = config.perf
     cases: list[CaseRequest] = []
+    refused: list[tuple[CaseRequest, str]] = []
     for cell in cells:
         if cell.status != "available":
             continue
         dtype_kind = devices.device_type_of(cell.device)
+        try:
+            free = devices.memory_stats(cell.device).get("free")
+        except Exception:  # a device that cannot report memory is not refused anything
+            free = None
         for spec in ops:
             for case in spec.cases:
                 for dtype in cell.dtypes:
@@ -157,20 +178,23 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         spec_case=(case.atol, case.rtol),
                         spec_op=(spec.atol.get(dtype), spec.rtol.get(dtype)),
                     )
-                    cases.append(
-                        CaseRequest(
-                            id=f"{cell.id}::{spec.name}::{case.name}::{dtype}",
-                            cell=cell.id,
-                            backend=cell.backend,
-                            device=cell.device,
-                            op=spec.name,
-                            case=case.name,
-                            dtype=dtype,
-                            atol=tol.atol,
-                            rtol=tol.rtol,
-                            warmup=perf.warmup,
-                            repetitions=perf.repetitions,
-                            budget_s=perf.budget_s,
-                        )
+                    request = CaseRequest(
+                        id=f"{cell.id}::{spec.name}::{case.name}::{dtype}",
+                        cell=cell.id,
+                        backend=cell.backend,
+                        device=cell.device,
+                        op=spec.name,
+                        case=case.name,
+                        dtype=dtype,
+                        atol=tol.atol,
+                        rtol=tol.rtol,
+                        warmup=perf.warmup,
+                        repetitions=perf.repetitions,
+                        budget_s=perf.budget_s,
                     )
-    return Plan(cells, cases, perf.timeout_s, perf.workers)
+                    why = memory_refusal(case.input_bytes(dtype), free)
+                    if why:
+                        refused.append((request, why))
+                    else:
+                        cases.append(request)
+    return Plan(cells, cases, perf.timeout_s, perf.workers, refused)

@@ -72,6 +72,23 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
             writer.append(cell_row(cell))
     if not resume or not (out / FULL_PLAN_FILE).exists():
         plan.write(out / FULL_PLAN_FILE)
+    for req, why in plan.refused:  # refused at plan time: recorded, never run
+        if req.id not in done:
+            writer.append(
+                {
+                    "id": req.id,
+                    "kind": "op",
+                    "cell": req.cell,
+                    "backend": req.backend,
+                    "device": req.device,
+                    "op": req.op,
+                    "case": req.case,
+                    "dtype": req.dtype,
+                    "status": "skip",
+                    "reason": f"refused at plan time: {why}",
+                    "time": time.time(),
+                }
+            )
     todo = Plan(plan.cells, [c for c in plan.cases if c.id not in done], plan.timeout_s, plan.workers)
     todo.write(out / PLAN_FILE)
     (out / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")

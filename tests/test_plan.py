@@ -81,3 +81,26 @@ def test_schema_error_names_the_line_and_what_is_allowed(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(tmp_path, bad)
     assert str(err.value).startswith(f"{tmp_path / 'matrix.yaml'}:4: unknown dtype 'fp8', expected one of ")
+
+
+def test_a_case_that_cannot_fit_in_device_memory_is_refused_with_the_figures():
+    from portability.plan import memory_refusal
+
+    gib = 2**30
+    assert memory_refusal(1 * gib, 80 * gib) is None
+    why = memory_refusal(30 * gib, 80 * gib)
+    assert why == "needs about 90.00 GiB (3x its 30.00 GiB of inputs) but the device has 80.00 GiB free"
+    assert memory_refusal(30 * gib, None) is None  # a device that reports no memory refuses nothing
+
+
+def test_plan_refuses_oversized_cases_on_this_host(tmp_path, monkeypatch):
+    from portability import devices
+
+    monkeypatch.setattr(devices, "memory_stats", lambda device: {"free": 1_000_000, "total": 2_000_000})
+    plan = build_plan(load(tmp_path), Filters(backends=("torch",), devices=("cpu",)))
+    refused = {req.case: why for req, why in plan.refused}
+    assert refused and all("0.00 GiB free" in why for why in refused.values())
+    mm = load_catalog()["mm"]
+    big = next(c for c in mm.cases if c.name.startswith("prefill"))
+    assert big.name in refused and big.name not in {c.case for c in plan.cases if c.op == "mm"}
+    assert any(c.case == "odd 7x13x5" for c in plan.cases)  # small cases still run
