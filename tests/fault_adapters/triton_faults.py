@@ -13,7 +13,6 @@ import contextlib
 import functools
 
 import torch
-
 from portability.backends.base import BackendAdapter
 
 
