@@ -231,8 +231,12 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
         (args_cpu, kwargs_cpu), want = reference(req.op, req.case, req.dtype)
     except Exception as exc:  # the reference itself failing is our problem, not the backend's
         return {**row, "status": "infra", "reason": f"reference failed: {_short(exc)}"}
-    try:
+    try:  # moving the inputs to the device is set-up: failing there is not the operator's fault
         args, kwargs = _to(args_cpu, req.device), _to(kwargs_cpu, req.device)
+    except Exception as exc:
+        why = f"inputs could not be placed on {req.device}: {_short(exc)}"
+        return {**row, "status": "infra", "reason": why}
+    try:
         with adapter.route(spec) as impl:
             call_args, call_kwargs = _clone(args), _clone(kwargs)
             poison_allocator(want, req.device, req.dtype)
