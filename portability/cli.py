@@ -72,10 +72,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_plan(plan, out, resume=args.resume)
     if config.serving and not args.no_serving:
         _run_serving(config, plan, out)
+    if any(c.adapter == "flaggems" for c in plan.cells):
+        _write_coverage(out)
     write_run_info(out, sys.argv[1:], config.path, started)
     paths = write_scorecard(out)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
     return 0
+
+
+def _write_coverage(out: Path) -> None:
+    """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
+    import json
+
+    from portability.coverage import measure, to_json
+
+    try:
+        (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
+    except ModuleNotFoundError:
+        pass  # flag_gems not installed: its cells already say so
 
 
 def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
@@ -137,6 +151,33 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_coverage(args: argparse.Namespace) -> int:
+    import json
+
+    from portability.coverage import measure, to_json
+
+    if args.backend != "flaggems":
+        raise UsageError(f"--backend: coverage is measured for 'flaggems', not '{args.backend}'")
+    try:
+        cov = measure()
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"{exc}: install flag-gems (pip install --no-deps flag-gems) to measure coverage"
+        ) from None
+    data = to_json(cov)
+    if args.json:
+        print(json.dumps(data, indent=1))
+        return 0
+    share = data["covered"] / data["registered"] if data["registered"] else 0
+    print(
+        f"FlagGems registers {data['registered']} aten overloads; the catalog exercises {data['covered']} "
+        f"({share:.0%}), measured by dispatching each spec on the CPU."
+    )
+    print(f"Specs routed to FlagGems functions outside aten: {', '.join(data['fused_specs']) or 'none'}")
+    print("Uncovered: " + ", ".join(data["uncovered"]))
+    return 0
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", default="matrix.yaml", help="matrix file (default: ./matrix.yaml)")
     p.add_argument("--backends", default="", help="comma-separated backend names from the matrix")
@@ -163,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("results", help="results.jsonl or a run directory")
     sc.add_argument("--out", default=None, help="where to write (default: beside the results)")
     sc.set_defaults(func=cmd_scorecard)
+    cov = sub.add_parser("coverage", help="which FlagGems-registered aten overloads the catalog exercises")
+    cov.add_argument("--backend", default="flaggems")
+    cov.add_argument("--json", action="store_true", help="machine-readable output")
+    cov.set_defaults(func=cmd_coverage)
     return parser
 
 

@@ -249,6 +249,17 @@ def render_markdown(
             sections += ["### Qwen3-4B serving", "", render_serving_table(data["serving"]), ""]
         except ImportError:
             pass
+    cov = data.get("coverage")
+    if cov:
+        sections += [
+            f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
+            "overloads FlagGems registers (measured by dispatch, see `portability coverage`).",
+            "",
+            f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
+            + md_text(", ".join(cov["uncovered"]), cap=20_000)
+            + "\n\n</details>",
+            "",
+        ]
     cells = [c["cell"] for c in data["cells"] if c["state"] not in ("unavailable", "error") and c["cases"]]
     grid_rows = [
         [md_text(op, 60)] + [_grid_entry(data["grid"][op].get(cell)) for cell in cells]
@@ -336,6 +347,8 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     plan_file = run_dir / "plan.json"
     planned = json.loads(plan_file.read_text())["cases"] if plan_file.exists() else None
     data = summarize(rows, planned)
+    if (run_dir / "coverage.json").exists():
+        data["coverage"] = json.loads((run_dir / "coverage.json").read_text())
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
     paths = {"markdown": out / "scorecard.md", "json": out / "scorecard.json", "junit": out / "junit.xml"}
     paths["markdown"].write_text(render_markdown(data, run))
