@@ -178,6 +178,48 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ci_matrix(args: argparse.Namespace) -> int:
+    import json
+
+    from portability.shards import ci_matrix
+
+    print(json.dumps(ci_matrix(_load(args.matrix))))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from portability.scorecard import write_scorecard
+    from portability.shards import merge
+
+    shards = [Path(s) for s in args.shards]
+    for shard in shards:
+        if not (shard / "results.jsonl").exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
+            raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
+    out = Path(args.out)
+    report = merge(shards, out)
+    write_scorecard(out)
+    sys.stderr.write(
+        f"merged {len(shards)} shard(s): {report.rows} rows, {len(report.duplicates)} duplicate(s), "
+        f"{len(report.conflicts)} conflict(s) (listed in {out / 'merge.json'})\n"
+    )
+    for conflict in report.conflicts[:20]:
+        sys.stderr.write(f"  conflict: {conflict}\n")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from portability.diff import diff_runs
+
+    for path in (args.base, args.new):
+        if not Path(path).exists():
+            raise UsageError(f"{path}: no such run directory or results file")
+    result, markdown = diff_runs(Path(args.base), Path(args.new))
+    if args.out:
+        Path(args.out).write_text(markdown)
+    print(markdown)
+    return 1 if (args.fail_on_regression and result.regressions) else 0
+
+
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", default="matrix.yaml", help="matrix file (default: ./matrix.yaml)")
     p.add_argument("--backends", default="", help="comma-separated backend names from the matrix")
@@ -204,6 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("results", help="results.jsonl or a run directory")
     sc.add_argument("--out", default=None, help="where to write (default: beside the results)")
     sc.set_defaults(func=cmd_scorecard)
+    cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
+    cim.add_argument("--matrix", default="matrix.yaml")
+    cim.set_defaults(func=cmd_ci_matrix)
+    mrg = sub.add_parser("merge", help="merge run directories from several machines into one scorecard")
+    mrg.add_argument("shards", nargs="+", help="run directories (or results.jsonl files)")
+    mrg.add_argument("--out", required=True)
+    mrg.set_defaults(func=cmd_merge)
+    dif = sub.add_parser(
+        "diff", help="regressions and improvements of NEW against BASE (PR-comment Markdown)"
+    )
+    dif.add_argument("base")
+    dif.add_argument("new")
+    dif.add_argument("--out", default=None, help="also write the Markdown here")
+    dif.add_argument("--fail-on-regression", action="store_true", help="exit 1 when there is a regression")
+    dif.set_defaults(func=cmd_diff)
     cov = sub.add_parser("coverage", help="which FlagGems-registered aten overloads the catalog exercises")
     cov.add_argument("--backend", default="flaggems")
     cov.add_argument("--json", action="store_true", help="machine-readable output")
