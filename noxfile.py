@@ -78,6 +78,16 @@ def tests(session: nox.Session) -> None:
     session.run("python", "-m", "pytest", "-n", "2", "--timeout=900", *session.posargs)
 
 
+@nox.session(venv_params=VENV_PARAMS)
+def conformance(session: nox.Session) -> None:
+    """Install the example out-of-tree adapter as its own package and run the conformance kit on it."""
+    install_project(session)
+    session.install("--no-deps", "-e", "examples/portability-example-adapter")
+    session.install("pytest")
+    session.run("python", "-m", "portability", "conformance", "--backend", "example", "--device", "cpu")
+    session.run("python", "-m", "pytest", "-q", "tests/test_plugins.py", *session.posargs)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")

@@ -97,6 +97,11 @@ class BackendAdapter:
         """Context in which calling the yielded callable runs `op` through this backend."""
         yield self.implementation(op)
 
+    def kernel_launches(self) -> int | None:
+        """How many of this backend's own kernels have run in this process, or None if it cannot tell.
+        The conformance kit uses it to check that `route` really reaches the backend."""
+        return None
+
     def unsupported_reason(self, op: OpSpec) -> str | None:
         """A reason this backend cannot run `op` at all (e.g. no kernel for it), or None."""
         return None

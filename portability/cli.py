@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -178,6 +179,42 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_conformance(args: argparse.Namespace) -> int:
+    import subprocess
+
+    import portability.conformance as kit
+
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        kit.__file__,
+        "-p",
+        "portability.conformance",
+        "-p",
+        "no:cacheprovider",
+        f"--conformance-backend={args.backend}",
+        f"--conformance-device={args.device}",
+        "-v",
+        "--rootdir",
+        str(Path(kit.__file__).parent),
+        "-c",
+        os.devnull,
+    ]
+    return subprocess.run(cmd, check=False).returncode
+
+
+def cmd_new_adapter(args: argparse.Namespace) -> int:
+    from portability.scaffold import new_adapter
+
+    try:
+        root = new_adapter(args.name, Path(args.out))
+    except (ValueError, FileExistsError) as exc:
+        raise UsageError(str(exc)) from None
+    print(f"wrote {root}: pip install -e {root} && portability conformance --backend {args.name}")
+    return 0
+
+
 def cmd_ci_matrix(args: argparse.Namespace) -> int:
     import json
 
@@ -246,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("results", help="results.jsonl or a run directory")
     sc.add_argument("--out", default=None, help="where to write (default: beside the results)")
     sc.set_defaults(func=cmd_scorecard)
+    con = sub.add_parser("conformance", help="check that an adapter keeps the BackendAdapter contract")
+    con.add_argument("--backend", required=True, help="adapter name, or module:Class / file.py:Class")
+    con.add_argument("--device", default="cpu")
+    con.set_defaults(func=cmd_conformance)
+    new = sub.add_parser("new-adapter", help="write a package skeleton for a new backend adapter")
+    new.add_argument("name")
+    new.add_argument("--out", default=".")
+    new.set_defaults(func=cmd_new_adapter)
     cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
     cim.add_argument("--matrix", default="matrix.yaml")
     cim.set_defaults(func=cmd_ci_matrix)
