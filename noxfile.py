@@ -74,7 +74,7 @@ for _backend, _device in _cells():
 @nox.session(venv_params=VENV_PARAMS)
 def tests(session: nox.Session) -> None:
     """The test suite (CPU): schema, plan, statuses, faults, scorecard, a real CPU sweep."""
-    install_project(session, "dev")
+    install_project(session, "dev", "report")
     session.run("python", "-m", "pytest", "-n", "2", "--timeout=900", *session.posargs)
 
 

@@ -77,6 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _write_coverage(out)
     write_run_info(out, sys.argv[1:], config.path, started)
     paths = write_scorecard(out)
+    from portability.report import TREND_FILE, append_trend
+
+    append_trend(out, Path(args.trend) if args.trend else out.resolve().parent / TREND_FILE)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
     return 0
 
@@ -215,6 +218,24 @@ def cmd_new_adapter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from portability.report import write_report
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "results.jsonl").exists():
+        raise UsageError(f"{run_dir}: no results.jsonl, expected a run directory")
+    try:
+        out = write_report(
+            run_dir, Path(args.out or run_dir / "report.html"), Path(args.trend) if args.trend else None
+        )
+    except ImportError as exc:
+        raise UsageError(
+            f"{exc}: the report needs matplotlib (pip install 'flagos-portability[report]')"
+        ) from None
+    print(out)
+    return 0
+
+
 def cmd_ci_matrix(args: argparse.Namespace) -> int:
     import json
 
@@ -274,6 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="run directory")
     run.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
     run.add_argument("--no-serving", action="store_true", help="operator cases only")
+    run.add_argument(
+        "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"
+    )
     run.set_defaults(func=cmd_run)
     lst = sub.add_parser("list", help="show the cells (and why any is unavailable), or the operators")
     _add_filters(lst)
@@ -291,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("name")
     new.add_argument("--out", default=".")
     new.set_defaults(func=cmd_new_adapter)
+    rep = sub.add_parser("report", help="a self-contained HTML report (grid, heatmap, trend) of a run")
+    rep.add_argument("run_dir")
+    rep.add_argument("--trend", default=None, help="trend file (default: none)")
+    rep.add_argument("--out", default=None, help="default: RUN_DIR/report.html")
+    rep.set_defaults(func=cmd_report)
     cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
     cim.add_argument("--matrix", default="matrix.yaml")
     cim.set_defaults(func=cmd_ci_matrix)
