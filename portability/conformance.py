@@ -99,14 +99,22 @@ def test_synchronize_really_waits(available):
 def test_timings_are_positive_and_repeatable(available):
     x = torch.rand(512, 2048, device=available.device)
     available.time(lambda: torch.softmax(x, -1), warmup=10, reps=5)  # first-touch effects stay out
-    first = available.time(lambda: torch.softmax(x, -1), warmup=3, reps=25)
-    second = available.time(lambda: torch.softmax(x, -1), warmup=3, reps=25)
-    assert first.median_ms > 0 and second.median_ms > 0
-    assert first.p10_ms <= first.median_ms <= first.p90_ms
-    ratio = max(first.median_ms, second.median_ms) / min(first.median_ms, second.median_ms)
-    assert ratio < 4, (
-        f"two medians of the same work differ {ratio:.1f}x"
-    )  # loose: shared CI machines are noisy
+    ratios = []
+    # Two timers of the same work, interleaved over rounds so a burst of load from elsewhere on a shared
+    # machine hits both; the best of three attempts must agree within 4x.
+    for _ in range(3):
+        first, second = [], []
+        for _ in range(5):
+            first.append(available.time(lambda: torch.softmax(x, -1), warmup=1, reps=5))
+            second.append(available.time(lambda: torch.softmax(x, -1), warmup=1, reps=5))
+        for t in first + second:
+            assert t.median_ms > 0 and t.p10_ms <= t.median_ms <= t.p90_ms
+        a = sorted(t.median_ms for t in first)[2]
+        b = sorted(t.median_ms for t in second)[2]
+        ratios.append(max(a, b) / min(a, b))
+        if ratios[-1] < 4:
+            break
+    assert min(ratios) < 4, f"two medians of the same work differ {min(ratios):.1f}x"
 
 
 @pytest.mark.parametrize("op", CHECK_OPS)
