@@ -38,6 +38,19 @@ class CaseRequest:
     repetitions: int
     budget_s: float
 
+    def identity(self) -> dict[str, Any]:
+        """The fields that name this case in a result row."""
+        return {
+            "id": self.id,
+            "kind": "op",
+            "cell": self.cell,
+            "backend": self.backend,
+            "device": self.device,
+            "op": self.op,
+            "case": self.case,
+            "dtype": self.dtype,
+        }
+
 
 def _to(obj: Any, device: str, upcast: bool = False) -> Any:
     if isinstance(obj, torch.Tensor):

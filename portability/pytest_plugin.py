@@ -127,7 +127,7 @@ class CaseItem(pytest.Item):
             row["status"] = "crash"
             row["reason"] = f"device context poisoned: {row['reason']}"
         full = {
-            **_identity(req),
+            **req.identity(),
             **row,
             "duration_s": round(time.perf_counter() - started, 4),
             "device_name": adapter.device_name() if row["status"] != "crash" else "",
@@ -161,19 +161,6 @@ class CaseItem(pytest.Item):
 
 class CaseFailed(Exception):
     """A case whose status counts as a failure."""
-
-
-def _identity(req: Any) -> dict[str, Any]:
-    return {
-        "id": req.id,
-        "kind": "op",
-        "cell": req.cell,
-        "backend": req.backend,
-        "device": req.device,
-        "op": req.op,
-        "case": req.case,
-        "dtype": req.dtype,
-    }
 
 
 # --- worker side: send output to a per-worker log so a dead worker's last words survive --------------

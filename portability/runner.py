@@ -76,14 +76,7 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         if req.id not in done:
             writer.append(
                 {
-                    "id": req.id,
-                    "kind": "op",
-                    "cell": req.cell,
-                    "backend": req.backend,
-                    "device": req.device,
-                    "op": req.op,
-                    "case": req.case,
-                    "dtype": req.dtype,
+                    **req.identity(),
                     "status": "skip",
                     "reason": f"refused at plan time: {why}",
                     "time": time.time(),
@@ -110,14 +103,7 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
             if req.id not in have:
                 writer.append(
                     {
-                        "id": req.id,
-                        "kind": "op",
-                        "cell": req.cell,
-                        "backend": req.backend,
-                        "device": req.device,
-                        "op": req.op,
-                        "case": req.case,
-                        "dtype": req.dtype,
+                        **req.identity(),
                         "status": status,
                         "reason": f"no result: the pytest session for this cell "
                         f"exited with code {code} before running this case (see {log})",
