@@ -1,12 +1,51 @@
-"""The operator catalog: every `SPECS` list of every module in `portability.kernels` (kernels/)."""
+"""The operator catalog: every `SPECS` list of every module in `portability.kernels` (kernels/), plus
+the modules named in `$PORTABILITY_SPECS` (test-only or out-of-tree operators; see `extra_spec_modules`)."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
 import pkgutil
+import sys
 from functools import cache
+from pathlib import Path
+from types import ModuleType
 
 from portability.spec import OpSpec
+
+# Extra spec modules, separated by os.pathsep: "path/to/file.py" or "package.module", each with a SPECS
+# list. An environment variable rather than a matrix key because every process of a run needs the same
+# catalog (the CLI validating the matrix, the pytest sessions and their xdist workers) and all of them
+# inherit the environment. tests/ uses it for small planted operators that do not depend on kernels/.
+SPECS_ENV = "PORTABILITY_SPECS"
+
+
+def extra_spec_modules() -> list[str]:
+    return [m for m in os.environ.get(SPECS_ENV, "").split(os.pathsep) if m.strip()]
+
+
+def _import_extra(name: str) -> ModuleType:
+    from portability.config import ConfigError
+
+    try:
+        if name.endswith(".py"):
+            path = Path(name).resolve()
+            spec = importlib.util.spec_from_file_location(f"portability_specs_{path.stem}", path)
+            if spec is None or spec.loader is None or not path.is_file():
+                raise FileNotFoundError(f"no such file {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            return module
+        return importlib.import_module(name)
+    except Exception as exc:  # shown as one line by the CLI, never a traceback
+        raise ConfigError(
+            f"${SPECS_ENV}",
+            1,
+            f"cannot load {name!r} ({type(exc).__name__}: {exc})".replace("\n", " ")
+            + ", expected a Python file or module with a SPECS list",
+        ) from None
 
 
 @cache
@@ -14,16 +53,17 @@ def load_catalog() -> dict[str, OpSpec]:
     """All operator specs by name. Duplicate names are a bug in the catalog and raise."""
     import portability.kernels as pkg
 
-    specs: dict[str, OpSpec] = {}
+    modules: list[tuple[str, ModuleType]] = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+        modules.append((f"kernels/{info.name}.py", importlib.import_module(f"{pkg.__name__}.{info.name}")))
+    modules += [(name, _import_extra(name)) for name in extra_spec_modules()]
+    specs: dict[str, OpSpec] = {}
+    for where, module in modules:
         for spec in getattr(module, "SPECS", []):
             if spec.name in specs:
-                raise ValueError(
-                    f"operator {spec.name!r} is declared twice (second in kernels/{info.name}.py)"
-                )
+                raise ValueError(f"operator {spec.name!r} is declared twice (second in {where})")
             specs[spec.name] = spec
     return specs
 

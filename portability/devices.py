@@ -94,11 +94,13 @@ def memory_stats(device: str) -> dict[str, int]:
     """Free/total device memory in bytes where the device reports it."""
     dtype = device_type_of(device)
     if dtype == "cpu":
-        import os
-
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        return {"free": avail, "total": pages}
+        # MemAvailable, not free pages: the page cache is reclaimable and can hold most of the RAM.
+        info = {}
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                info[key] = int(value.split()[0]) * 1024
+        return {"free": info.get("MemAvailable", info.get("MemFree", 0)), "total": info.get("MemTotal", 0)}
     mod = device_module(dtype)
     if mod is not None and hasattr(mod, "mem_get_info"):
         free, total = mod.mem_get_info(torch.device(device))

@@ -214,6 +214,10 @@ def poison_allocator(want: Any, device: str, dtype: str) -> None:
         del block
 
 
+class _SetupFailed(Exception):
+    """The harness's own preparation of a case failed (see run_case): the row says `infra`."""
+
+
 def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ()
 
@@ -251,8 +255,11 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
         return {**row, "status": "infra", "reason": why}
     try:
         with adapter.route(spec) as impl:
-            call_args, call_kwargs = _clone(args), _clone(kwargs)
-            poison_allocator(want, req.device, req.dtype)
+            try:  # set-up again (our copies and poison blocks): out of memory here is not the operator's
+                call_args, call_kwargs = _clone(args), _clone(kwargs)
+                poison_allocator(want, req.device, req.dtype)
+            except Exception as exc:
+                raise _SetupFailed(f"set-up on {req.device} failed: {_short(exc)}") from None
             t0 = time.perf_counter()
             out = impl(*call_args, **call_kwargs)
             adapter.synchronize()
@@ -288,6 +295,8 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
                 row["gbps"] = spec.bytes(case, req.dtype, out) / seconds / 1e9
             if spec.flops is not None:
                 row["tflops"] = spec.flops(case, req.dtype, out) / seconds / 1e12
+    except _SetupFailed as exc:
+        row.update(status="infra", reason=str(exc))
     except _oom_types() as exc:
         row.update(status="oom", reason=_short(exc))
     except Exception as exc:

@@ -23,7 +23,8 @@ import pytest
 from portability.results import FAILING, RESULTS_FILE, ResultWriter, iter_results
 
 LOG_DIR = "logs"
-# Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults).
+# Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults
+# a kernel causes): the case is a `crash` and the worker ends itself so the next case gets a fresh context.
 POISONING_ERRORS = (
     "illegal memory access",
     "illegal address",
@@ -31,8 +32,16 @@ POISONING_ERRORS = (
     "unspecified launch failure",
     "misaligned address",
     "an illegal instruction",
-    "uncorrectable ECC",
+)
+# Errors that say the device itself is gone or broken (matched case-insensitively): hardware or driver,
+# not the operator. The case is `infra`, never an operator failure; the worker ends itself as above.
+DEVICE_LOST_ERRORS = (
     "device lost",
+    "gpu is lost",
+    "fallen off the bus",
+    "no cuda-capable device is detected",
+    "busy or unavailable",
+    "uncorrectable ecc",
 )
 
 
@@ -120,18 +129,30 @@ class CaseItem(pytest.Item):
         marker.write_text(json.dumps({"id": req.id, "offset": offset, "t": time.time()}))
         print(f"--- case {req.id}", flush=True)
         started = time.perf_counter()
-        adapter, baseline = _adapters_for(config, req.cell)
-        row = run_case(req, adapter, baseline)
-        poisoned = row["status"] == "error" and any(p in (row.get("reason") or "") for p in POISONING_ERRORS)
-        if poisoned:
-            row["status"] = "crash"
-            row["reason"] = f"device context poisoned: {row['reason']}"
+        adapter = None
+        try:
+            adapter, baseline = _adapters_for(config, req.cell)
+        except Exception as exc:
+            # Set-up of the worker (adapter construction: device init, runtime load, its own allocations)
+            # failed: infrastructure, not this operator. Not cached, so the next case tries again.
+            row = {"status": "infra", "reason": f"adapter set-up failed in the worker: {_short(exc)}"}
+        else:
+            row = run_case(req, adapter, baseline)
+        reason = (row.get("reason") or "").lower()
+        device_lost = row["status"] in FAILING and any(p in reason for p in DEVICE_LOST_ERRORS)
+        poisoned = not device_lost and row["status"] == "error" and any(p in reason for p in POISONING_ERRORS)
+        if device_lost:
+            row["status"], row["reason"] = "infra", f"device lost: {row['reason']}"
+        elif poisoned:
+            row["status"], row["reason"] = "crash", f"device context poisoned: {row['reason']}"
         full = {
             **req.identity(),
             **row,
             "duration_s": round(time.perf_counter() - started, 4),
-            "device_name": adapter.device_name() if row["status"] != "crash" else "",
-            "versions": adapter.versions(),
+            "device_name": (_quietly(adapter.device_name) or "")
+            if adapter and not (poisoned or device_lost)
+            else "",
+            "versions": (_quietly(adapter.versions) or {}) if adapter else {},
             "worker": worker,
             "time": time.time(),
         }
@@ -139,7 +160,7 @@ class CaseItem(pytest.Item):
         marker.unlink(missing_ok=True)
         # user_properties travel to the xdist controller through execnet: plain JSON types only.
         self.user_properties.append(("row", json.loads(json.dumps(full, default=str))))
-        if poisoned:
+        if poisoned or device_lost:
             # The rest of this process would fail on the poisoned context: end it so xdist starts a fresh
             # worker. The row is already on disk, so the controller will not write a second one.
             sys.stdout.flush()
@@ -157,6 +178,20 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int, str]:
         return self.path, 0, self.request.id
+
+
+def _short(exc: BaseException) -> str:
+    from portability.execute import _short as short
+
+    return short(exc)
+
+
+def _quietly(fn: Any) -> Any:
+    """Metadata for the row (device name, versions): never worth losing the row over."""
+    try:
+        return fn()
+    except Exception:
+        return None
 
 
 class CaseFailed(Exception):
