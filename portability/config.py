@@ -8,6 +8,7 @@ JSON-Schema based because the errors must name the file line and say what is all
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,11 @@ from portability.registry import BUILTIN_ADAPTERS
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
 MAX_NODES = 20_000
+MAX_DEPTH = 32
+# The tags PyYAML's safe resolver gives plain values; anything else was written explicitly (`!!python/...`).
+PLAIN_TAGS = frozenset(
+    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
+)
 MAX_FILE_BYTES = 1_000_000
 
 Path_ = tuple[Any, ...]
@@ -114,6 +120,19 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
     def build(node: yaml.Node, path: Path_, used_at: int = 1) -> Any:
         nonlocal count
         count += 1
+        if node.tag not in PLAIN_TAGS:  # explicit tags (!!python/..., !!set, !custom) are never needed
+            raise ConfigError(
+                file,
+                node.start_mark.line + 1,
+                f"YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')!r} is not allowed, "
+                "expected plain values (strings, numbers, lists, mappings)",
+            )
+        if len(path) > MAX_DEPTH:
+            raise ConfigError(
+                file,
+                node.start_mark.line + 1,
+                f"nested more than {MAX_DEPTH} levels deep, expected a flat file",
+            )
         if count > MAX_NODES:
             raise ConfigError(
                 file,
@@ -149,14 +168,27 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
             return [build(v, (*path, i), node.start_mark.line + 1) for i, v in enumerate(node.value)]
         return _SCALARS.construct_object(node, deep=True)
 
+    loader = None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = yaml.SafeLoader(text)  # its reader already refuses control characters (NUL, ESC...)
+        root = loader.get_single_node()
+    except RecursionError:  # PyYAML's composer recurses once per nesting level: [[[[...]]]] exhausts it
+        line = loader.get_mark().line + 1 if loader else 1
+        raise ConfigError(file, line, "nested too deeply to parse, expected a flat file") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(
+            file, line, f"character #x{exc.character:04x} is not allowed in YAML, expected printable text"
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
         raise ConfigError(file, line, f"not valid YAML ({exc.problem}), expected a YAML mapping") from None
     except yaml.YAMLError as exc:
         raise ConfigError(file, 1, f"not valid YAML ({exc}), expected a YAML mapping") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     if root is None:
         raise ConfigError(file, 1, "the file is empty, expected a mapping with a 'backends' key")
     return build(root, ()), lines
@@ -216,9 +248,9 @@ class _Validator:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
             self.error(path, f"{path[-1]} is {_kind(value)}", "an integer" if integer else "a number")
-        if value < minimum or (not allow_zero and value == 0) or value != value:
+        if value < minimum or (not allow_zero and value == 0) or not math.isfinite(value):
             bound = f">= {minimum}" if allow_zero else f"> {minimum}"
-            self.error(path, f"{path[-1]} is {value}", f"a number {bound}")
+            self.error(path, f"{path[-1]} is {value}", f"a finite number {bound}")
         return value
 
 

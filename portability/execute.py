@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -196,11 +198,48 @@ def check_output(
     return worst
 
 
+# Outputs must not start out holding stale, possibly correct, values: an implementation that leaves part
+# of its output unwritten has to fail the check. Two mechanisms, both applied to the checked call only:
+#
+# - Accelerators (CUDA, and the other torch device allocators, which are caching allocators too):
+#   `poison_allocator` fills blocks the size of each expected output with NaN (or -7 / True for
+#   integer/bool outputs) and frees them. The caching allocator keeps freed blocks in its pool and hands
+#   the best-fitting one to the next allocation of that size on the stream, so the backend's output
+#   buffer starts as NaN.
+# - CPU: freed heap memory is not reliably reused (chunks coalesce, and large buffers are fresh mmap
+#   pages, zero-filled by the kernel), so `perturbed_malloc` also turns on glibc's M_PERTURB (the
+#   MALLOC_PERTURB_ knob, set at run time through mallopt) for the call: every block malloc hands out is
+#   filled with 0x7f bytes (NaN in fp16, 3.4e38 in fp32/bf16, huge integers): heap and mmap'd ones alike
+#   (not buffers under ~1 KiB served from glibc's per-thread cache). Only around the checked
+#   call, never while timing. Not glibc (macOS, musl): the block poisoning alone.
+MALLOC_PERTURB_BYTE = 0x80  # glibc fills allocations with the complement: 0x7f
+_M_PERTURB = -6  # mallopt parameter number (malloc.h)
+
+
+@contextlib.contextmanager
+def perturbed_malloc(device: str) -> Iterator[None]:
+    """On a CPU device under glibc: every malloc inside the block returns memory filled with 0x7f."""
+    mallopt = _mallopt() if device.split(":")[0] == "cpu" else None
+    on = bool(mallopt and mallopt(_M_PERTURB, MALLOC_PERTURB_BYTE) == 1)
+    try:
+        yield
+    finally:
+        if on:
+            mallopt(_M_PERTURB, 0)  # type: ignore[misc]
+
+
+@lru_cache(maxsize=1)
+def _mallopt() -> Callable[[int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return fn
+
+
 def poison_allocator(want: Any, device: str, dtype: str) -> None:
-    """Fill, then free, device blocks the size of the expected outputs, so that an output buffer the
-    backend allocates next (the caching allocator on accelerators, malloc's free lists on the CPU) starts
-    as NaN (or a sentinel for integer/bool outputs) instead of stale, possibly correct, values. An
-    implementation that leaves part of its output unwritten then fails the check."""
+    """Fill, then free, device blocks the size of the expected outputs (see the comment above)."""
     from portability.spec import DTYPES
 
     for ref in _flat(want):
@@ -261,8 +300,9 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
             except Exception as exc:
                 raise _SetupFailed(f"set-up on {req.device} failed: {_short(exc)}") from None
             t0 = time.perf_counter()
-            out = impl(*call_args, **call_kwargs)
-            adapter.synchronize()
+            with perturbed_malloc(req.device):
+                out = impl(*call_args, **call_kwargs)
+                adapter.synchronize()
             first_call_s = time.perf_counter() - t0
             if spec.mutates:
                 out = (out, call_args[0])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -260,9 +261,10 @@ class _Progress:
         info = json.loads(marker.read_text()) if marker.exists() else {}
         marker.unlink(missing_ok=True)
         elapsed = time.time() - info.get("t", time.time())
-        last_words = _tail(_log_path(self.config, worker), info.get("offset", 0))
+        said = _since(_log_path(self.config, worker), info.get("offset", 0))
+        last_words = _last_words(said)
         timeout = float(self.config.getoption("timeout", 0) or 0)
-        timed_out = "+ Timeout +" in last_words or (timeout > 0 and elapsed >= 0.95 * timeout)
+        timed_out = "+ Timeout +" in said or (timeout > 0 and elapsed >= 0.95 * timeout)
         status = "timeout" if timed_out else "crash"
         reason = (
             f"no result after {elapsed:.0f}s (timeout {timeout:.0f}s)" if timed_out else "worker process died"
@@ -290,18 +292,27 @@ class _Progress:
         return row
 
 
-def _tail(log: Path, offset: int, max_lines: int = 8) -> str:
-    """The dead worker's last words since its case started: stack-frame lines dropped (faulthandler and
-    pytest-timeout dump every thread), so what remains is what the case and the runtime said."""
+def _since(log: Path, offset: int) -> str:
+    """What a worker wrote to its log since its case started."""
     if not log.exists():
         return ""
     with log.open("rb") as fh:
         fh.seek(offset)
-        text = fh.read().decode("utf-8", "replace")
+        return fh.read().decode("utf-8", "replace")
+
+
+# Lines of faulthandler's and pytest-timeout's thread dumps that carry no words of the case: thread
+# headers, stack frames, banners.
+_DUMP_LINE = re.compile(r"^(Thread 0x|Current thread 0x|File |Stack of |[~+]{5})|^\s")
+
+
+def _last_words(text: str, max_lines: int = 8) -> str:
+    """The dead worker's last words: stack dumps dropped (faulthandler and pytest-timeout dump every
+    thread), so what remains is what the case and the runtime said (the signal, the error)."""
     lines = [
         ln.strip()
         for ln in text.splitlines()
-        if ln.strip() and not ln.startswith(("--- case ", " ", "\t")) and not ln.startswith("File ")
+        if ln.strip() and not ln.startswith("--- case ") and not _DUMP_LINE.match(ln)
     ]
     return " | ".join(lines[-max_lines:])[-1500:]
 

@@ -64,6 +64,8 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
     results = out / RESULTS_FILE
     if not resume and results.exists():
         results.unlink()
+    if resume:
+        _drop_torn_tail(results)
     done = completed_ids(out) if resume else set()
     writer = ResultWriter(results)
     for cell in plan.cells:
@@ -71,7 +73,7 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         if row_id not in done:
             writer.append(cell_row(cell))
     if not resume or not (out / FULL_PLAN_FILE).exists():
-        plan.write(out / FULL_PLAN_FILE)
+        _write_atomically(plan, out / FULL_PLAN_FILE)
     for req, why in plan.refused:  # refused at plan time: recorded, never run
         if req.id not in done:
             writer.append(
@@ -83,7 +85,7 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
                 }
             )
     todo = Plan(plan.cells, [c for c in plan.cases if c.id not in done], plan.timeout_s, plan.workers)
-    todo.write(out / PLAN_FILE)
+    _write_atomically(todo, out / PLAN_FILE)
     (out / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     worst = 0
     for cell in todo.cells:
@@ -111,6 +113,27 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
                     }
                 )
     return worst
+
+
+def _drop_torn_tail(results: Path) -> None:
+    """A run killed in the middle of an append can leave a last line without its newline. Readers ignore
+    it, but a resumed run appending after it would glue its first row onto it (and lose that row): cut the
+    file back to its last complete line first."""
+    if not results.exists():
+        return
+    data = results.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with results.open("r+b") as fh:
+            fh.truncate(keep)
+            os.fsync(fh.fileno())
+
+
+def _write_atomically(plan: Plan, path: Path) -> None:
+    """A kill -9 while writing a plan file leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    plan.write(tmp)
+    os.replace(tmp, path)
 
 
 def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
@@ -143,6 +166,7 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
     ]
     env = dict(os.environ)
     env.update(cell.env)
+    env["PORTABILITY_CELL"] = cell.id  # adapters can tell a cell's worker from the planning process
     src_root = str(Path(portability.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")

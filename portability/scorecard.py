@@ -45,9 +45,20 @@ LEGEND = (
 )
 
 
+# Terminal colour codes, then control and invisible formatting characters: bidi overrides/isolates can
+# make a line read differently from what it says ("Trojan Source"), zero-width ones hide text.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]")
+_INVISIBLE = re.compile(
+    "[\x00-\x08\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+
 def md_text(text: Any, cap: int = MAX_MESSAGE_CHARS) -> str:
-    """Untrusted text -> one safe Markdown table-cell fragment."""
-    s = re.sub(r"\s+", " ", str(text if text is not None else "")).strip()
+    """Untrusted text -> one safe Markdown table-cell fragment: one line, at most `cap` characters before
+    escaping, no HTML, no table breaks, no code spans or emphasis, no @mentions or #refs."""
+    s = str(text if text is not None else "")[: cap * 8 + 64]  # never run the regexes over megabytes
+    s = _INVISIBLE.sub("", _ANSI.sub("", s))
+    s = re.sub(r"\s+", " ", s).strip()
     if len(s) > cap:
         s = s[: cap - 1] + "…"
     s = html.escape(s, quote=False)
@@ -172,14 +183,31 @@ def _ran_entry(entry: dict[str, Any]) -> str:
     return f"{sym} {bad}/{entry['cases']}" if bad else sym
 
 
+def _fit_table(rows: list[list[Any]], headers: list[str], budget: int, what: str) -> str:
+    """A GitHub table of `rows` in at most `budget` bytes: whole rows are dropped from the end (with a line
+    saying how many and where they are) rather than ever cutting a row in half."""
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    keep = len(rows)
+    while len(table.encode()) > budget and keep > 0:
+        # shrink in proportion to the overshoot (a few rounds, not one per row)
+        keep = min(keep - 1, int(keep * budget / len(table.encode())))
+        keep = max(keep, 0)
+        table = tabulate(rows[:keep], headers=headers, tablefmt="github")
+        table += f"\n\n_… {len(rows) - keep} more {what} in scorecard.json._"
+    return table
+
+
 def render_markdown(
     data: dict[str, Any], run: dict[str, Any] | None = None, limit: int = MAX_COMMENT_BYTES
 ) -> str:
+    """The PR comment, at most `limit` bytes (UTF-8). What gives way, in order: the failure list (cut, with
+    a count), the operator grid (collapsed into <details>, then left out), the coverage list, the cells
+    table (whole rows, with a count). The title, the verdict line and the cells table's head always stay."""
     head = [MARKER, "## FlagOS portability scorecard", ""]
     if run:
         head.append(
             f"Host `{md_text(run.get('host'), 60)}` · {md_text(run.get('platform'), 80)} · "
-            f"wall {run.get('wall_s', '?')} s · `{md_text(run.get('command'), 200)}`"
+            f"wall {md_text(run.get('wall_s', '?'), 20)} s · `{md_text(run.get('command'), 200)}`"
         )
         head.append("")
     cell_rows = []
@@ -219,9 +247,17 @@ def render_markdown(
                 f"{ftn:.0%}" if ftn is not None else "",
             ]
         )
-    summary = tabulate(
+    n_fail = sum(1 for _ in data["failures"])
+    verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
+    if data.get("not_run"):
+        verdict += (
+            f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
+            "`portability run --resume` finishes it)."
+        )
+    head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
+    summary = _fit_table(
         cell_rows,
-        headers=[
+        [
             "cell",
             "device",
             "state",
@@ -232,36 +268,35 @@ def render_markdown(
             "geomean speedup",
             "faster than native",
         ],
-        tablefmt="github",
+        max(2_000, limit // 2 - head_bytes),
+        "cells",
     )
-    n_fail = sum(1 for _ in data["failures"])
-    verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
-    if data.get("not_run"):
-        verdict += (
-            f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
-            "`portability run --resume` finishes it)."
-        )
     sections = [*head, verdict, "", "### Cells", "", summary, ""]
     if data.get("serving"):
         try:
             from portability.serving import render_serving_table
 
-            sections += [
-                "### Qwen3 serving (engine × backend cell)",
-                "",
-                render_serving_table(data["serving"]),
-                "",
-            ]
+            table = render_serving_table(data["serving"])
+            if len(table.encode()) > limit // 8:
+                table = (
+                    f"_{len(data['serving'])} serving rows: too many for a PR comment, see scorecard.json._"
+                )
+            sections += ["### Qwen3 serving (engine × backend cell)", "", table, ""]
         except ImportError:
             pass
     cov = data.get("coverage")
     if cov:
+        cap = 20_000
+        uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
+        while len(uncovered.encode()) > limit // 8:  # escaping can grow text up to 6x: measure the bytes
+            cap //= 2
+            uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
         sections += [
             f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
             "overloads FlagGems registers (measured by dispatch, see `portability coverage`).",
             "",
             f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
-            + md_text(", ".join(cov["uncovered"]), cap=20_000)
+            + uncovered
             + "\n\n</details>",
             "",
         ]
@@ -273,21 +308,38 @@ def render_markdown(
     grid = tabulate(grid_rows, headers=["operator", *[md_text(c, 40) for c in cells]], tablefmt="github")
     fail_lines = [
         f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
-        f"{md_text(r['dtype'], 10)}: **{r['status']}** — {md_text(r.get('reason'))}"
+        f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}** — {md_text(r.get('reason'))}"
         + (
             f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
-            if r.get("max_abs_err") is not None and r["status"] == "fail"
+            if isinstance(r.get("max_abs_err"), (int, float))
+            and isinstance(r.get("atol"), (int, float))
+            and isinstance(r.get("rtol"), (int, float))
+            and r["status"] == "fail"
             else ""
         )
         for r in data["failures"]
     ]
     text = "\n".join(sections)
     grid_block = f"### Operators × cells\n\n{LEGEND}\n\n{grid}\n"
-    if len((text + grid_block).encode()) < limit * 0.6:
+    collapsed = (
+        f"<details><summary>Operators × cells ({len(grid_rows)} operators)</summary>\n\n"
+        f"{LEGEND}\n\n{grid}\n\n</details>\n"
+    )
+    # Room the failure list is promised before the grid takes what is left (at most a third of it).
+    room = limit - len(text.encode()) - 400
+    fail_bytes = sum(len(line.encode()) + 1 for line in fail_lines)
+    reserve = min(fail_bytes, max(room, 0) // 3)
+    if not grid_rows:
+        pass
+    elif len((text + grid_block).encode()) < limit * 0.6:
         text += "\n" + grid_block
+    elif len(collapsed.encode()) <= room - reserve:
+        text += "\n" + collapsed
     else:
-        summary_line = f"<summary>Operators × cells ({len(grid_rows)} operators)</summary>"
-        text += f"\n<details>{summary_line}\n\n{LEGEND}\n\n{grid}\n\n</details>\n"
+        text += (
+            f"\n_Operator grid ({len(grid_rows)} operators × {len(cells)} cells) left out to fit a PR "
+            "comment: see scorecard.json._\n"
+        )
     if fail_lines:
         budget = limit - len(text.encode()) - 300
         kept: list[str] = []
@@ -299,12 +351,25 @@ def render_markdown(
         more = len(fail_lines) - len(kept)
         text += f"\n<details><summary>Failing cases ({len(fail_lines)})</summary>\n\n" + "\n".join(kept)
         text += (f"\n- … {more} more in scorecard.json\n" if more else "\n") + "\n</details>\n"
-    if len(text.encode()) > limit:  # the grid alone is too big: keep the summary, point to the files
+    if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
         text = (
             "\n".join(sections)
             + "\n_Operator grid and failure list omitted to fit a PR comment: see scorecard.json._\n"
         )
+    if len(text.encode()) > limit:
+        text = "\n".join(
+            [*head, verdict, "", "_Details omitted to fit a PR comment: see scorecard.json._", ""]
+        )
     return text
+
+
+# Characters XML 1.0 cannot carry at all (a NUL or a terminal escape in an error message would make the
+# whole junit.xml unreadable to CI test reporters).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: Any) -> str:
+    return _NOT_XML.sub("\ufffd", _ANSI.sub("", str(text)))
 
 
 def render_junit(rows: list[dict[str, Any]]) -> str:
@@ -319,7 +384,7 @@ def render_junit(rows: list[dict[str, Any]]) -> str:
         suite = ET.SubElement(
             suites,
             "testsuite",
-            name=cell,
+            name=_xml(cell),
             tests=str(sum(counts.values())),
             failures=str(counts.get("fail", 0)),
             errors=str(sum(counts.get(s, 0) for s in ("error", "timeout", "crash", "oom"))),
@@ -328,11 +393,15 @@ def render_junit(rows: list[dict[str, Any]]) -> str:
         for r in rs:
             if r.get("kind") == "cell" and r["status"] == "pass":
                 continue
-            name = r["id"].split("::", 1)[-1] if r.get("kind") == "op" else r["id"]
+            name = _xml(r["id"].split("::", 1)[-1] if r.get("kind") == "op" else r["id"])
             case = ET.SubElement(
-                suite, "testcase", classname=cell, name=name, time=f"{(r.get('latency_ms') or 0) / 1e3:.6f}"
+                suite,
+                "testcase",
+                classname=_xml(cell),
+                name=name,
+                time=f"{(r.get('latency_ms') or 0) / 1e3:.6f}",
             )
-            status, reason = r["status"], str(r.get("reason") or "")
+            status, reason = r["status"], _xml(r.get("reason") or "")
             if status == "fail":
                 ET.SubElement(case, "failure", message=reason[:500], type="fail").text = reason
             elif status in ("error", "timeout", "crash", "oom"):

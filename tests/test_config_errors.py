@@ -1,8 +1,13 @@
-"""Hostile matrix files: each mistake ends in one `FILE:LINE: what, expected what` line and exit code 2."""
+"""Hostile matrix files: each mistake ends in one `FILE:LINE: what, expected what` line and exit code 2,
+through the real command line in a subprocess, never a traceback."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from conftest import run_cli
 
 from portability.cli import main
 
@@ -55,7 +60,7 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
         "negative repetitions",
         GOOD_BACKEND + "perf:\n  repetitions: -5\n",
         4,
-        "repetitions is -5, expected a number >= 1",
+        "repetitions is -5, expected a finite number >= 1",
     ),
     (
         "repetitions a string",
@@ -63,9 +68,19 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
         4,
         "repetitions is the string 'many'",
     ),
-    ("zero timeout", GOOD_BACKEND + "perf:\n  timeout_s: 0\n", 4, "timeout_s is 0, expected a number > 0"),
+    (
+        "zero timeout",
+        GOOD_BACKEND + "perf:\n  timeout_s: 0\n",
+        4,
+        "timeout_s is 0, expected a finite number > 0",
+    ),
     ("NaN budget", GOOD_BACKEND + "perf:\n  budget_s: .nan\n", 4, "budget_s is nan"),
-    ("zero workers", GOOD_BACKEND + "perf:\n  workers: 0\n", 4, "workers is 0, expected a number >= 1"),
+    (
+        "zero workers",
+        GOOD_BACKEND + "perf:\n  workers: 0\n",
+        4,
+        "workers is 0, expected a finite number >= 1",
+    ),
     (
         "tolerance not a number",
         GOOD_BACKEND + "tolerances:\n  dtypes:\n    bf16: {atol: tight}\n",
@@ -76,7 +91,7 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
         "negative tolerance",
         GOOD_BACKEND + "tolerances:\n  dtypes:\n    bf16: {rtol: -1}\n",
         5,
-        "rtol is -1, expected a number >= 0",
+        "rtol is -1, expected a finite number >= 0",
     ),
     (
         "tolerance for unknown backend",
@@ -90,22 +105,139 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
         5,
         "unknown key 'fp4'",
     ),
+    (
+        "infinite timeout",
+        GOOD_BACKEND + "perf:\n  timeout_s: .inf\n",
+        4,
+        "timeout_s is inf, expected a finite",
+    ),
+    (
+        "negative warmup",
+        GOOD_BACKEND + "perf:\n  warmup: -1\n",
+        4,
+        "warmup is -1, expected a finite number >= 0",
+    ),
+    ("unknown perf key", GOOD_BACKEND + "perf:\n  repeats: 5\n", 4, "unknown key 'repeats' in perf"),
+    ("workers a word", GOOD_BACKEND + "perf:\n  workers: many\n", 4, "workers is the string 'many'"),
+    ("dtype a number", "backends:\n  torch:\n    dtypes: [16]\n", 3, "dtype 16 is the integer 16"),
+    (
+        "options not a mapping",
+        "backends:\n  torch:\n    options: [a]\n",
+        3,
+        "options is a list, expected a mapping",
+    ),
+    (
+        "include not a list",
+        GOOD_BACKEND + "operators:\n  include: 5\n",
+        4,
+        "is the integer 5, expected a list",
+    ),
+    ("a list as a key", "backends:\n  ? [a, b]\n  : {}\n", 2, "is not a plain value, expected a name"),
+    ("tab indentation", "backends:\n\ttorch: {}\n", 2, "not valid YAML"),
+    ("NUL byte", "version: 1\nbackends: {torch: {}}\x00\n", 2, "character #x0000 is not allowed"),
+    ("terminal escape", 'version: 1\nbackends: {torch: {adapter: "\x1b[2J"}}\n', 2, "character #x001b"),
+    (
+        "python tag on a scalar",
+        "version: !!python/name:os.system\n" + GOOD_BACKEND,
+        1,
+        "YAML tag '!!python/name:os.system' is not allowed",
+    ),
+    (
+        "python tag on a list",
+        'backends:\n  torch:\n    devices: !!python/object/apply:os.system ["touch /tmp/pwned"]\n',
+        3,
+        "is not allowed, expected plain values",
+    ),
+    ("a set", "backends:\n  torch: {devices: !!set {cpu: null}}\n", 2, "YAML tag '!!set' is not allowed"),
+    ("nesting 5000 deep", "backends: " + "[" * 5000 + "]" * 5000 + "\n", 1, "nested too deeply"),
+    ("nesting 40 deep", "backends: " + "[" * 40 + "]" * 40 + "\n", 1, "nested more than 32 levels deep"),
 ]
 
 
-@pytest.mark.parametrize(("content", "line", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_hostile_matrix_gives_one_line_with_file_line_and_exit_2(tmp_path, capsys, content, line, words):
-    path = tmp_path / "matrix.yaml"
+# Through `python -m portability list` in a subprocess each (a few at a time): the variants the issue names.
+# Every variant above also runs in-process below (a subprocess costs ~2 s of torch import).
+THROUGH_THE_CLI = (
+    "empty file",
+    "a list, not a mapping",
+    "alias bomb",
+    "invalid YAML",
+    "non-UTF-8 bytes",
+    "NUL byte",
+    "unknown top-level key",
+    "unknown adapter",
+    "unknown backend key",
+    "duplicate backend",
+    "duplicate cell",
+    "devices not a list",
+    "unknown device",
+    "unknown dtype",
+    "unknown operator",
+    "negative repetitions",
+    "repetitions a string",
+    "infinite timeout",
+    "tolerance not a number",
+    "tolerance for unknown backend",
+    "python tag on a list",
+    "nesting 5000 deep",
+)
+
+
+def _write(root, i: int, content: str | bytes):
+    path = root / f"m{i}" / "matrix.yaml"
+    path.parent.mkdir(parents=True)
     if isinstance(content, bytes):
         path.write_bytes(content)
     else:
         path.write_text(content)
-    assert main(["list", "--matrix", str(path)]) == 2
-    err = capsys.readouterr().err
+    return path
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    chosen = [c for c in CASES if c[0] in THROUGH_THE_CLI]
+    paths = [_write(root, i, c[1]) for i, c in enumerate(chosen)]
+    with ThreadPoolExecutor(max_workers=2 * (os.cpu_count() or 2)) as pool:
+        procs = list(pool.map(lambda p: run_cli("list", "--matrix", str(p), timeout=120), paths))
+    return {case[0]: (path, proc) for case, path, proc in zip(chosen, paths, procs, strict=True)}
+
+
+def _check(err: str, path, line: int, words: str) -> None:
+    assert "Traceback" not in err, err
     assert err.count("\n") == 1, err
     assert err.startswith(f"{path}:{line}: "), err
     assert words in err, err
     assert ", expected " in err, err
+
+
+CASE_PARAMS = [pytest.param(*c, id=c[0]) for c in CASES]
+
+
+@pytest.mark.parametrize(("name", "content", "line", "words"), CASE_PARAMS)
+def test_hostile_matrix_in_process(tmp_path, capsys, name, content, line, words):
+    path = _write(tmp_path, 0, content)
+    assert main(["list", "--matrix", str(path)]) == 2
+    _check(capsys.readouterr().err, path, line, words)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "line", "words"), [p for p in CASE_PARAMS if p.id in THROUGH_THE_CLI]
+)
+def test_hostile_matrix_through_the_cli_exits_2_with_one_line(outcomes, name, content, line, words):
+    path, proc = outcomes[name]
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == "", proc.stdout
+    _check(proc.stderr, path, line, words)
+
+
+def test_at_least_20_variants_go_through_the_cli():
+    assert len(set(THROUGH_THE_CLI) & {c[0] for c in CASES}) == len(THROUGH_THE_CLI) >= 20
+
+
+def test_a_bad_extra_spec_module_is_one_line_too(tmp_path):
+    proc = run_cli("list", env={"PORTABILITY_SPECS": str(tmp_path / "nope.py")})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("$PORTABILITY_SPECS:1: cannot load") and proc.stderr.count("\n") == 1
 
 
 def test_missing_file_and_bad_flags_also_exit_2_without_traceback(tmp_path, cli):
