@@ -63,7 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     started = time.time()
     config = _load(args.matrix)
+    _override_serving(args, config)
     plan = build_plan(config, _filters(args, config))
+    if args.serving_only:  # the cells still get their rows (and reasons); no operator case runs
+        plan.cases, plan.refused = [], []
     out = Path(args.out)
     if args.resume and not (out / "results.jsonl").exists():
         raise UsageError(
@@ -73,6 +76,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_plan(plan, out, resume=args.resume)
     if config.serving and not args.no_serving:
         _run_serving(config, plan, out)
+    elif args.serving_only:
+        sys.stderr.write(f"--serving-only: {config.path} has no serving block, nothing was served\n")
     if any(c.adapter == "flaggems" for c in plan.cells):
         _write_coverage(out)
     write_run_info(out, sys.argv[1:], config.path, started)
@@ -94,6 +99,37 @@ def _write_coverage(out: Path) -> None:
         (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
     except ModuleNotFoundError:
         pass  # flag_gems not installed: its cells already say so
+
+
+def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
+    """--engines / --model / --cuda-graphs / --serving-only change the matrix's serving block, checked
+    like the block itself (one line naming the flag and what is allowed, exit 2)."""
+    if args.no_serving and args.serving_only:
+        raise UsageError("--no-serving and --serving-only exclude each other, expected at most one")
+    wanted = {
+        "engines": list(_csv(args.engines)) or None,
+        "model": args.model,
+        "cuda_graphs": None if args.cuda_graphs is None else args.cuda_graphs == "on",
+    }
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    if not wanted:
+        return
+    from portability.serving.settings import validate_serving
+
+    if args.model and not args.model.startswith("/") and Path(args.model).is_dir():
+        wanted["model"] = str(Path(args.model).resolve())  # a relative path to real weights
+    block = {**(config.serving_block or {"engines": ["vllm"]}), **wanted}
+    if "cuda_graphs" in wanted:
+        block.pop("enforce_eager", None)
+
+    def error(path: tuple, what: str, expected: str) -> None:
+        flag = {"engines": "--engines", "model": "--model", "cuda_graphs": "--cuda-graphs"}.get(
+            str(path[0]) if path else "", "serving"
+        )
+        raise UsageError(f"{flag}: {what}, expected {expected}")
+
+    config.serving = validate_serving(block, error)
+    config.serving_block = block
 
 
 def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
@@ -293,6 +329,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="run directory")
     run.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
     run.add_argument("--no-serving", action="store_true", help="operator cases only")
+    run.add_argument("--serving-only", action="store_true", help="Qwen3 serving only, no operator cases")
+    run.add_argument(
+        "--engines", default="", help="serving engines (vllm,vllm-fl,hf), overriding matrix.yaml"
+    )
+    run.add_argument(
+        "--model",
+        default=None,
+        help="served model: a shipped config (qwen3-tiny, qwen3-4b) or a directory with real weights",
+    )
+    run.add_argument(
+        "--cuda-graphs",
+        default=None,
+        choices=["on", "off"],
+        help="vLLM CUDA graphs on (enforce_eager false) or off, overriding matrix.yaml",
+    )
     run.add_argument(
         "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"
     )

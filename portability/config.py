@@ -77,8 +77,9 @@ class MatrixConfig:
     operators: OperatorSelection
     tolerances: dict[str, dict[str, dict[str, Tolerance]]]
     perf: PerfSettings
-    serving: dict[str, Any]
+    serving: Any  # ServingSettings (or None: no serving block) once validated
     line_of: Callable[[Path_], int] = field(repr=False, default=lambda p: 1)
+    serving_block: dict[str, Any] = field(default_factory=dict)  # as written, for command-line overrides
 
     def tolerance(
         self,
@@ -303,13 +304,14 @@ def load_matrix(
     ops = _operators(v, top.get("operators", {}), operators, tags)
     tolerances = _tolerances(v, top.get("tolerances", {}), backends)
     perf = _perf(v, top.get("perf", {}))
-    serving = top.get("serving", {}) or {}
-    v.mapping(serving, ("serving",))
+    block = top.get("serving", {}) or {}
+    v.mapping(block, ("serving",))
+    serving: Any = block
     if validate_serving is not None:
-        serving = validate_serving(
-            serving, lambda p, what, expected: v.error(("serving", *p), what, expected)
-        )
-    return MatrixConfig(file, backends, ops, tolerances, perf, serving, line_of=v.line)
+        serving = validate_serving(block, lambda p, what, expected: v.error(("serving", *p), what, expected))
+    return MatrixConfig(
+        file, backends, ops, tolerances, perf, serving, line_of=v.line, serving_block=dict(block)
+    )
 
 
 def _backends(

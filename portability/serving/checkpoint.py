@@ -71,7 +71,9 @@ def synthetic_checkpoint(model: str, seed: int = 0, cache: Path | None = None) -
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    save_file(tensors, str(partial / "model.safetensors"), metadata={"format": "pt", "seed": str(seed)})
+    # One metadata key only: safetensors writes metadata in hash-map order, so a second key would make
+    # the bytes (not the weights) differ from run to run. The seed is in the directory name.
+    save_file(tensors, str(partial / "model.safetensors"), metadata={"format": "pt"})
     shutil.copy(model_config_dir(model) / "config.json", partial / "config.json")
     partial.rename(target)  # appears whole or not at all
     return target

@@ -1,213 +1,385 @@
-"""Run the serving cells: each engine × backend × device, every run in its own subprocess.
+"""Run the serving cells: engine × backend × device, every engine run in its own subprocess.
 
-Per cell: offline throughput on dummy weights (start-up and warm-up kept out of the timed batch), then
-teacher-forced prompt log-probabilities on the synthetic checkpoint, compared position by position with
-the reference (transformers' Qwen3 in float32 on the CPU, same weights): max |Δ logprob| of the prompt
-tokens and mean KL divergence gate the cell; greedy-token agreement is reported beside them.
+Per cell, after `probe()` of the backend on the device and of the engine (unavailable, with the reason,
+never a failure): offline throughput (dummy weights by default), online latency through the engine's
+OpenAI server driven by vLLM's own serving benchmark, then the accuracy gate: teacher-forced prompt
+log-probabilities on the seeded synthetic checkpoint, compared position by position with the reference
+(the `hf` engine, backend torch, float32, same weights, same device): max |Δ logprob| of the actual next
+tokens and mean KL gate the cell, greedy-token agreement is reported. A flaggems cell that fails the
+gate is bisected over FlagGems' operators to name the culprits. Torch cells run first, so every other
+backend's tok/s can be given as a ratio to the torch backend of the same engine and device.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import math
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from portability.results import ResultWriter
 from portability.serving import model_config_dir
 from portability.serving.checkpoint import synthetic_checkpoint
+from portability.serving.gate import compare_logprobs, resolve_top_k, verdict
+from portability.serving.procs import RunFailed, free_port, openai_server, run_worker
+from portability.serving.prompts import text_prompts, token_prompts
 from portability.serving.settings import ServingSettings
 
+REFERENCE = "hf torch float32"
+METRIC_FIELDS = (
+    "startup_s",
+    "warmup_s",
+    "output_tok_s",
+    "total_tok_s",
+    "requests_s",
+    "server_startup_s",
+    "ttft_ms_p50",
+    "ttft_ms_p99",
+    "tpot_ms_p50",
+    "tpot_ms_p99",
+    "itl_ms_p50",
+    "itl_ms_p99",
+    "failed_requests",
+    "ratio_vs_native",
+)
 
-class RunFailed(Exception):
-    def __init__(self, status: str, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"== serving {text}\n")
+    sys.stderr.flush()
 
 
-def _run_worker(spec: dict[str, Any], timeout: float, log: Path) -> dict[str, Any]:
-    """Start the worker in a new process group; kill the whole group on timeout. Never leaves one behind."""
-    with tempfile.TemporaryDirectory() as tmp:
-        spec_file, result_file = Path(tmp) / "spec.json", Path(tmp) / "result.json"
-        spec_file.write_text(json.dumps(spec))
-        env = {**os.environ, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "PYTHONUNBUFFERED": "1"}
-        with log.open("ab") as fh:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "portability.serving.worker", str(spec_file), str(result_file)],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
+def _probe_backend(backend: str, device: str) -> tuple[bool, str, str]:
+    """(available, reason, device name) of the backend's adapter on the device."""
+    try:
+        from portability.registry import adapter_class
+
+        a = adapter_class(backend)(device).probe()
+    except Exception as exc:
+        return False, f"backend '{backend}' could not be probed: {type(exc).__name__}: {exc}", ""
+    return a.available, a.reason, a.device_name
+
+
+class _Cell:
+    """Everything one serving run needs, shared by its steps."""
+
+    def __init__(self, settings: ServingSettings, out: Path) -> None:
+        self.s = settings
+        self.logs = out / "logs"
+        real = settings.real_weights
+        self.config_dir = Path(settings.model) if real else model_config_dir(settings.model)
+        self.config = json.loads((self.config_dir / "config.json").read_text())
+        self.vocab = self.config["vocab_size"]
+        self.top_k = resolve_top_k(settings.gate.top_k, self.vocab)
+        if real:
+            d = str(self.config_dir)
+            self.prompts = text_prompts(d, settings.num_prompts, settings.input_len)
+            self.gate_prompts = text_prompts(d, settings.gate.prompts, settings.gate.prompt_len)
+        else:
+            self.prompts = token_prompts(settings.num_prompts, settings.input_len, self.vocab, settings.seed)
+            self.gate_prompts = token_prompts(
+                settings.gate.prompts, settings.gate.prompt_len, self.vocab, settings.seed + 1
             )
-            try:
-                code = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                raise RunFailed("timeout", f"{spec['mode']} run gave no result in {timeout:.0f}s") from None
-            finally:
-                if proc.poll() is None:
-                    os.killpg(proc.pid, signal.SIGKILL)
-        if not result_file.exists():
-            tail = log.read_text(errors="replace").strip().splitlines()[-6:]
-            status = "crash" if code is not None and code < 0 else "error"
-            raise RunFailed(status, f"{spec['mode']} run exited with {code}: " + " | ".join(tail))
-        return json.loads(result_file.read_text())
+        self._ckpt: Path | None = None
 
+    def checkpoint(self) -> Path:
+        if self.s.real_weights:
+            return self.config_dir
+        if self._ckpt is None:
+            self._ckpt = synthetic_checkpoint(self.s.model, self.s.seed)
+        return self._ckpt
 
-def compare_logprobs(ref: list, got: list, prompts_tokens: list[list[int]]) -> dict[str, float]:
-    """max |Δ logprob| of the actual next tokens, mean KL(ref ‖ got) per position, greedy agreement."""
-    r, g = torch.tensor(ref, dtype=torch.float64), torch.tensor(got, dtype=torch.float64)
-    targets = torch.tensor(prompts_tokens)[:, 1:].unsqueeze(-1)
-    diff = (r.gather(-1, targets) - g.gather(-1, targets)).abs()
-    p = r.exp()
-    kl = (p * (r - g.clamp(min=-1e4))).sum(-1)
-    return {
-        "max_abs_logprob_diff": float(diff.max()),
-        "mean_kl": float(kl.mean()),
-        "greedy_agreement": float((r.argmax(-1) == g.argmax(-1)).double().mean()),
-    }
-
-
-def _base_spec(
-    settings: ServingSettings, engine: str, backend: str, device: str, model_dir: Path, config: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "engine": engine,
-        "backend": backend,
-        "device": device,
-        "model_dir": str(model_dir),
-        "vocab": config["vocab_size"],
-        "seed": settings.seed,
-        "input_len": settings.input_len,
-        "output_len": settings.output_len,
-        "num_prompts": settings.num_prompts,
-        "max_num_seqs": settings.max_num_seqs,
-        "kv_cache_memory_bytes": settings.kv_cache_memory_bytes,
-        "enforce_eager": settings.enforce_eager,
-        "max_model_len": settings.input_len + settings.output_len,
-        "dtype": "float32" if device == "cpu" else "bfloat16",
-        "gate_prompts": settings.gate.prompts,
-        "gate_prompt_len": settings.gate.prompt_len,
-    }
+    def spec(self, engine: str, backend: str, device: str, mode: str, **over: Any) -> dict[str, Any]:
+        s = self.s
+        dtype = s.dtype if s.dtype != "auto" else ("float32" if device.split(":")[0] == "cpu" else "bfloat16")
+        spec = {
+            "engine": engine,
+            "backend": backend,
+            "device": device,
+            "mode": mode,
+            "model_dir": str(self.config_dir),
+            "weights": "real" if s.real_weights else s.throughput_weights,
+            "tokenizer": s.real_weights,
+            "served_name": s.model_name,
+            "dtype": dtype,
+            "seed": s.seed,
+            "input_len": s.input_len,
+            "output_len": s.output_len,
+            "max_num_seqs": s.max_num_seqs,
+            "concurrency": s.concurrency,
+            "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
+            "enforce_eager": s.enforce_eager,
+            "max_model_len": max(s.input_len + s.output_len, s.gate.prompt_len + 1),
+            "prompts": self.prompts,
+            "top_k": self.top_k,
+        }
+        if spec["weights"] == "synthetic" or (engine == "hf" and spec["weights"] == "dummy"):
+            spec.update(model_dir=str(self.checkpoint()), weights="synthetic")
+        if mode == "logprobs":
+            spec.update(
+                prompts=self.gate_prompts,
+                dtype=s.gate.dtype,
+                model_dir=str(self.checkpoint()),
+                weights="real" if s.real_weights else "synthetic",
+            )
+        spec.update(over)
+        return spec
 
 
 def run_serving(
-    cells: list[tuple[str, str, str, str, str]], settings: ServingSettings, out: Path, writer: ResultWriter
+    cells: list[tuple[str, ...]], settings: ServingSettings, out_dir: Path, writer: ResultWriter
 ) -> None:
-    """cells: (engine, backend, device, cell status, reason). One row per cell, as each finishes."""
-    from portability.serving.worker import prompts
+    """cells: (engine, backend, device) — extra items (cell status, reason) from a plan are honoured.
+    One row per cell is appended to `writer` as each finishes."""
+    from portability.serving.engines import ENGINES, get_engine
 
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    config_dir = model_config_dir(settings.model)
-    config = json.loads((config_dir / "config.json").read_text())
-    reference: dict[str, Any] | None = None
-    reference_error = ""
+    out_dir = Path(out_dir)
+    ctx: _Cell | None = None
+    setup_error = ""
+    references: dict[str, dict[str, Any] | RunFailed] = {}
     native: dict[tuple[str, str], float] = {}
-    for engine, backend, device, cell_status, cell_reason in sorted(cells, key=lambda c: c[1] != "torch"):
+    probes: dict[tuple[str, str], tuple[bool, str, str]] = {}
+    order = sorted(cells, key=lambda c: (c[0], c[2], c[1] != "torch"))
+    for cell in order:
+        engine_name, backend, device = cell[0], cell[1], cell[2]
+        # CUDA graphs on and off are different serving modes of the same cell: separate rows (and ids),
+        # so both can sit in one merged scorecard.
+        on_cpu = device.split(":")[0] == "cpu"
+        graphs = engine_name.startswith("vllm") and not on_cpu and not settings.enforce_eager
+        mode = "+graphs" if graphs else ""
         row: dict[str, Any] = {
-            "id": f"serving:{engine}:{backend}@{device}:{settings.model}",
+            "id": f"serving:{engine_name}{mode}:{backend}@{device}:{settings.model_name}",
             "kind": "serving",
+            "cuda_graphs": graphs,
             "cell": f"{backend}@{device}",
             "backend": backend,
             "device": device,
-            "engine": engine,
-            "model": settings.model,
-            "weights": "dummy + synthetic",
+            "engine": engine_name,
+            "model": settings.model_name,
+            "weights": settings.weights_label,
+            "reason": None,
+            "gate": None,
+            "culprits": [],
             "time": time.time(),
+            **dict.fromkeys(METRIC_FIELDS),
         }
-        if cell_status != "available":
-            writer.append({**row, "status": "unavailable", "reason": cell_reason})
+        t_cell = time.perf_counter()
+        if len(cell) >= 5 and cell[3] != "available":
+            writer.append({**row, "status": "unavailable", "reason": cell[4]})
             continue
-        if importlib.util.find_spec("vllm") is None:
-            writer.append({**row, "status": "unavailable", "reason": "vllm is not installed"})
+        if engine_name not in ENGINES:
+            writer.append({**row, "status": "error", "reason": f"unknown serving engine '{engine_name}'"})
             continue
-        spec = _base_spec(settings, engine, backend, device, config_dir, config)
-        log = logs / f"serving.{engine}.{backend}@{device}.log"
-        sys.stderr.write(f"== serving {engine} {backend}@{device} {settings.model}: throughput\n")
+        engine = get_engine(engine_name)
+        row["versions"] = engine.versions()
+        if (backend, device) not in probes:
+            probes[(backend, device)] = _probe_backend(backend, device)
+        ok, reason, device_name = probes[(backend, device)]
+        row["device_name"] = device_name
+        if ok:
+            avail = engine.probe(backend, device)
+            ok, reason = avail.available, avail.reason
+        if not ok:
+            _say(f"{engine_name} {backend}@{device}: unavailable: {reason}")
+            writer.append({**row, "status": "unavailable", "reason": reason})
+            continue
+        if ctx is None and not setup_error:
+            try:
+                ctx = _Cell(settings, out_dir)
+            except Exception as exc:
+                setup_error = f"serving setup failed: {type(exc).__name__}: {exc}"
+        if ctx is None:
+            writer.append({**row, "status": "error", "reason": setup_error})
+            continue
+        if engine_name == "hf" and not settings.real_weights:
+            row["weights"] = "synthetic"
+        log = ctx.logs / f"serving.{engine_name}.{backend}@{device.replace(':', '_')}.log"
+        env = engine.env(backend)
         try:
-            tput = _run_worker({**spec, "mode": "throughput"}, settings.timeout_s, log)
-            row.update(
-                {k: tput[k] for k in ("startup_s", "warmup_s", "output_tok_s", "total_tok_s", "requests_s")}
-            )
-            if backend == "torch":
-                native[(engine, device)] = tput["output_tok_s"]
-            if (engine, device) in native:
-                row["ratio_vs_native"] = tput["output_tok_s"] / native[(engine, device)]
-            ckpt = synthetic_checkpoint(settings.model, settings.seed)
-            if reference is None and not reference_error:
-                sys.stderr.write("== serving reference: transformers float32 on the CPU, synthetic weights\n")
-                try:
-                    reference = _run_worker(
-                        {**spec, "engine": "hf", "device": "cpu", "mode": "logprobs", "model_dir": str(ckpt)},
-                        settings.timeout_s,
-                        logs / "serving.reference.log",
-                    )
-                except RunFailed as exc:
-                    reference_error = str(exc)
-            sys.stderr.write(f"== serving {engine} {backend}@{device}: accuracy gate\n")
-            got = _run_worker({**spec, "mode": "logprobs", "model_dir": str(ckpt)}, settings.timeout_s, log)
-            if reference is None:
-                row.update(status="infra", reason=f"no reference logprobs: {reference_error}")
-            else:
-                toks = prompts(
-                    settings.gate.prompts, settings.gate.prompt_len, config["vocab_size"], settings.seed + 1
-                )
-                gate = compare_logprobs(reference["logprobs"], got["logprobs"], toks)
-                ok = (
-                    gate["max_abs_logprob_diff"] <= settings.gate.max_abs_logprob_diff
-                    and gate["mean_kl"] <= settings.gate.mean_kl
-                    and math.isfinite(gate["mean_kl"])
-                )
-                gate.update(verdict="pass" if ok else "fail", reference="transformers float32 CPU")
-                row.update(
-                    gate=gate,
-                    status="pass" if ok else "fail",
-                    reason=None
-                    if ok
-                    else f"gate failed: max |Δlogprob| {gate['max_abs_logprob_diff']:.3g}"
-                    f" (limit {settings.gate.max_abs_logprob_diff:g}), mean KL {gate['mean_kl']:.3g}"
-                    f" (limit {settings.gate.mean_kl:g})",
-                )
+            _step_throughput(ctx, engine_name, backend, device, env, log, row, native)
+            if settings.online and engine.serves_openai:
+                _step_online(ctx, engine, backend, device, env, log, row)
+            _step_gate(ctx, engine, backend, device, log, row, references)
         except RunFailed as exc:
-            row.update(status=exc.status, reason=str(exc)[-1500:])
+            row.update(status=exc.status, reason=str(exc)[-2000:])
+        row["cell_s"] = time.perf_counter() - t_cell
+        _say(
+            f"{engine_name} {backend}@{device}: {row['status']}"
+            + (f" ({row['reason']})" if row["reason"] else "")
+        )
         writer.append(row)
 
 
+def _step_throughput(ctx, engine, backend, device, env, log, row, native) -> None:
+    s = ctx.s
+    _say(
+        f"{engine} {backend}@{device} {s.model_name}: throughput"
+        f" ({s.num_prompts} prompts, {s.input_len}+{s.output_len} tokens)"
+    )
+    spec = ctx.spec(engine, backend, device, "throughput")
+    t = run_worker(spec, env, s.timeout_s, log)
+    row.update({k: t.get(k) for k in ("startup_s", "warmup_s", "output_tok_s", "total_tok_s", "requests_s")})
+    row["dtype"] = spec["dtype"]
+    if backend == "torch":
+        native[(engine, device)] = t["output_tok_s"]
+    if native.get((engine, device)):
+        row["ratio_vs_native"] = t["output_tok_s"] / native[(engine, device)]
+    _say(
+        f"{engine} {backend}@{device}: {t['output_tok_s']:.1f} output tok/s, start-up {t['startup_s']:.1f}s,"
+        f" warm-up {t['warmup_s']:.1f}s"
+    )
+
+
+def _step_online(ctx, engine, backend, device, env, log, row) -> None:
+    s = ctx.s
+    port = free_port()
+    spec = ctx.spec(engine.name, backend, device, "online", base_url=f"http://127.0.0.1:{port}")
+    _say(
+        f"{engine.name} {backend}@{device}: OpenAI server on 127.0.0.1:{port},"
+        f" {s.concurrency} concurrent requests"
+    )
+    server_log = log.with_suffix(".server.log")
+    with openai_server(
+        engine.server_command(spec, port), env, port, s.server_start_timeout_s, server_log
+    ) as up:
+        row["server_startup_s"] = up
+        o = run_worker(spec, {}, s.timeout_s, log)
+    row.update({k: o.get(k) for k in METRIC_FIELDS if k in o})
+    row["online_output_tok_s"] = o.get("online_output_tok_s")
+    if o.get("failed_requests"):
+        raise RunFailed("error", f"{o['failed_requests']} of {len(spec['prompts'])} online requests failed")
+    _say(
+        f"{engine.name} {backend}@{device}: TTFT p50 {o['ttft_ms_p50']:.1f} ms,"
+        f" TPOT p50 {o['tpot_ms_p50']:.1f} ms,"
+        f" server start-up {up:.1f}s"
+    )
+
+
+def _reference(ctx, device, references) -> dict[str, Any]:
+    if device not in references:
+        _say(f"reference: hf engine, torch backend, float32 on {device}, same weights")
+        spec = ctx.spec("hf", "torch", device, "logprobs", dtype="float32")
+        try:
+            references[device] = run_worker(
+                spec, {}, ctx.s.timeout_s, ctx.logs / f"serving.reference.{device}.log"
+            )
+        except RunFailed as exc:
+            references[device] = exc
+    ref = references[device]
+    if isinstance(ref, RunFailed):
+        raise RunFailed("infra", f"no reference logprobs ({REFERENCE}): {ref}")
+    return ref
+
+
+def _step_gate(ctx, engine, backend, device, log, row, references) -> None:
+    s = ctx.s
+    from portability.serving.engines.hf import HFEngine
+
+    if not HFEngine().probe("torch", device).available:
+        raise RunFailed("infra", "no gate reference: " + HFEngine().probe("torch", device).reason)
+    ref = _reference(ctx, device, references)
+    _say(
+        f"{engine.name} {backend}@{device}: accuracy gate"
+        f" ({s.gate.prompts}x{s.gate.prompt_len} tokens, top-{ctx.top_k})"
+    )
+    got = run_worker(
+        ctx.spec(engine.name, backend, device, "logprobs"), engine.env(backend), s.timeout_s, log
+    )
+    metrics = compare_logprobs(ref["logprobs"], got["logprobs"], ctx.gate_prompts)
+    result, why = verdict(metrics, s.gate.max_abs_logprob_diff, s.gate.mean_kl)
+    row["gate"] = {
+        "verdict": result,
+        **metrics,
+        "reference": f"{REFERENCE} on {device}",
+        "dtype": s.gate.dtype,
+        "top_k": ctx.top_k,
+    }
+    row.update(status="pass" if result == "pass" else "fail", reason=why or None)
+    _say(
+        f"{engine.name} {backend}@{device}: gate {result}:"
+        f" max |Δlogprob| {metrics['max_abs_logprob_diff']:.3g},"
+        f" mean KL {metrics['mean_kl']:.3g}, greedy agreement {metrics['greedy_agreement']:.0%}"
+    )
+    if result == "fail" and backend == "flaggems" and s.bisect:
+        _step_bisect(ctx, engine, device, log, row, ref)
+
+
+def _step_bisect(ctx, engine, device, log, row, ref) -> None:
+    from portability.serving.bisect import find_culprits
+
+    s = ctx.s
+    ops_result = run_worker({"mode": "flaggems_ops", "engine": engine.name}, {}, s.timeout_s, log)
+    ops = list(ops_result["ops"])
+    if engine.name == "vllm-fl":
+        from portability.serving.engines.vllm_fl import OOT_OPS
+
+        ops = list(dict.fromkeys([*OOT_OPS, *ops]))
+    _say(
+        f"{engine.name} flaggems@{device}: bisecting {len(ops)} FlagGems operators"
+        f" (at most {s.bisect_max_runs} runs)"
+    )
+
+    def fails(subset: list[str]) -> bool:
+        spec = ctx.spec(engine.name, "flaggems", device, "logprobs")
+        try:
+            got = run_worker(spec, engine.env("flaggems", include=subset), s.timeout_s, log)
+        except RunFailed:
+            return True  # a subset that crashes the engine is as guilty as one that fails the gate
+        m = compare_logprobs(ref["logprobs"], got["logprobs"], ctx.gate_prompts)
+        failed = verdict(m, s.gate.max_abs_logprob_diff, s.gate.mean_kl)[0] == "fail"
+        _say(f"  bisect: {len(subset)} ops -> {'fail' if failed else 'pass'}")
+        return failed
+
+    result = find_culprits(ops, fails, s.bisect_max_runs, s.bisect_budget_s)
+    row["culprits"] = result.culprits
+    row["bisect"] = {"runs": result.runs, "complete": result.complete, "ops": len(ops)}
+    suffix = "" if result.complete else f" (run/time budget spent: {len(result.culprits)} suspects left)"
+    row["reason"] = f"{row['reason']}; culprits: {', '.join(result.culprits)}{suffix}"
+    _say(f"{engine.name} flaggems@{device}: culprits {result.culprits}{suffix}")
+
+
 def render_serving_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of serving rows (one per engine × cell)."""
     from tabulate import tabulate
 
     from portability.scorecard import md_text
 
     def num(value: Any, fmt: str) -> str:
-        return format(value, fmt) if isinstance(value, (int, float)) else ""
+        return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+    def pair(r: dict[str, Any], metric: str) -> str:
+        a, b = num(r.get(f"{metric}_ms_p50"), ".1f"), num(r.get(f"{metric}_ms_p99"), ".1f")
+        return f"{a} / {b}" if a or b else ""
 
     table = []
-    for r in sorted(rows, key=lambda r: r["id"]):
+    served = [r for r in rows if r.get("status") != "unavailable"]
+    unavailable = [r for r in rows if r.get("status") == "unavailable"]
+    for r in sorted(served, key=lambda r: str(r.get("id"))):
         gate = r.get("gate") or {}
+        ratio = num(r.get("ratio_vs_native"), ".2f")
+        verdict_text = gate.get("verdict") or r.get("status", "")
+        if gate:
+            verdict_text += (
+                f" (Δ {num(gate.get('max_abs_logprob_diff'), '.1e')}, KL {num(gate.get('mean_kl'), '.1e')},"
+                f" greedy {num(gate.get('greedy_agreement'), '.0%')})"
+            )
+        engine = (r.get("engine") or "") + (" (CUDA graphs)" if r.get("cuda_graphs") else "")
         table.append(
             [
-                md_text(r.get("engine"), 20),
-                md_text(r["cell"], 40),
-                md_text(r.get("model"), 30),
-                md_text(r.get("weights"), 30),
+                md_text(engine, 40),
+                md_text(r.get("cell") or "", 40),
+                md_text(r.get("model") or "", 30),
+                md_text(r.get("weights") or "", 30),
                 num(r.get("output_tok_s"), ".1f"),
                 num(r.get("startup_s"), ".0f"),
-                num(r.get("ratio_vs_native"), ".2f") + ("x" if r.get("ratio_vs_native") else ""),
-                gate.get("verdict") or r["status"],
-                num(gate.get("max_abs_logprob_diff"), ".2e"),
-                num(gate.get("mean_kl"), ".2e"),
-                num(gate.get("greedy_agreement"), ".0%"),
+                num(r.get("warmup_s"), ".0f"),
+                pair(r, "ttft"),
+                pair(r, "tpot"),
+                pair(r, "itl"),
+                f"{ratio}x" if ratio else "",
+                md_text(verdict_text, 80),
+                md_text(", ".join(r.get("culprits") or []), 120),
                 md_text(r.get("reason") or "", 160),
             ]
         )
@@ -220,13 +392,28 @@ def render_serving_table(rows: list[dict[str, Any]]) -> str:
             "weights",
             "output tok/s",
             "start-up s",
+            "warm-up s",
+            "TTFT ms p50 / p99",
+            "TPOT ms p50 / p99",
+            "ITL ms p50 / p99",
             "vs native",
             "gate",
-            "max abs Δlogprob",
-            "mean KL",
-            "greedy agree",
+            "culprits",
             "reason",
         ],
         tablefmt="github",
         disable_numparse=True,
-    )
+    ) + _unavailable_line(unavailable)
+
+
+def _unavailable_line(rows: list[dict[str, Any]]) -> str:
+    """Cells not served on this host, one line grouped by reason (a row each would bury the table)."""
+    from portability.scorecard import md_text
+
+    by_reason: dict[str, list[str]] = {}
+    for r in sorted(rows, key=lambda r: str(r.get("id"))):
+        by_reason.setdefault(r.get("reason") or "", []).append(f"{r.get('engine')} on {r.get('cell')}")
+    if not by_reason:
+        return ""
+    parts = [f"{', '.join(where)} ({reason})" for reason, where in by_reason.items()]
+    return "\n\n" + md_text("Not served on this host: " + "; ".join(parts), 4000)

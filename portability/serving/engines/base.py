@@ -1,0 +1,60 @@
+"""The base class of serving engines."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, ClassVar
+
+from portability.backends.base import Availability, package_version
+
+#: how each engine switches a backend on: engines support these backends and no others
+BACKENDS = ("torch", "flaggems")
+
+
+class ServingEngine:
+    name: ClassVar[str] = ""
+    #: whether the engine has an OpenAI-compatible server (online latency benchmark)
+    serves_openai: ClassVar[bool] = False
+    #: distributions whose versions are recorded in every row of this engine
+    packages: ClassVar[tuple[str, ...]] = ("torch", "flag-gems", "triton")
+
+    # -- in the runner's process ---------------------------------------------------------------------
+    def probe(self, backend: str, device: str) -> Availability:
+        """Available, or unavailable with a human reason. Cheap, must not raise."""
+        if backend not in BACKENDS:
+            return Availability.unavailable(
+                f"serving engine '{self.name}' has no switch for backend '{backend}' "
+                f"(it serves {', '.join(BACKENDS)})"
+            )
+        return Availability.ok()
+
+    def env(self, backend: str, include: list[str] | None = None) -> dict[str, str]:
+        """Environment of every process of a run of `backend` (FlagGems limited to `include` if given)."""
+        return {}
+
+    def versions(self) -> dict[str, str]:
+        found = {}
+        for dist in self.packages:
+            if v := package_version(dist):
+                found[dist] = v
+        return found
+
+    @staticmethod
+    def importable(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            return False
+
+    def server_command(self, spec: dict[str, Any], port: int) -> list[str]:
+        raise NotImplementedError(f"engine '{self.name}' has no OpenAI server")
+
+    # -- in a worker subprocess ----------------------------------------------------------------------
+    def throughput(self, spec: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def logprobs(self, spec: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def online(self, spec: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError(f"engine '{self.name}' has no OpenAI server")
