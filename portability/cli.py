@@ -212,7 +212,14 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         f"({share:.0%}), measured by dispatching each spec on the CPU."
     )
     print(f"Specs routed to FlagGems functions outside aten: {', '.join(data['fused_specs']) or 'none'}")
-    print("Uncovered: " + ", ".join(data["uncovered"]))
+    absent = set(data["absent_from_torch"])
+    print("Uncovered: " + (", ".join(k for k in data["uncovered"] if k not in absent) or "none"))
+    print(
+        f"Uncovered because torch {data['torch']} has no such aten overload (nothing dispatches to them): "
+        + (", ".join(sorted(absent)) or "none")
+    )
+    if data["broken_specs"]:
+        print("Specs that raised on the CPU (they cover nothing): " + ", ".join(data["broken_specs"]))
     return 0
 
 

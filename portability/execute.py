@@ -17,7 +17,7 @@ import torch
 from portability.backends.base import BackendAdapter
 from portability.catalog import load_catalog
 from portability.config import Tolerance
-from portability.spec import Case, OpSpec, make_inputs
+from portability.spec import DTYPES, Case, OpSpec, TargetDevice, case_seed, make_inputs
 
 POISON_FLOAT = float("nan")
 MAX_REASON_CHARS = 2000
@@ -55,6 +55,8 @@ class CaseRequest:
 
 
 def _to(obj: Any, device: str, upcast: bool = False) -> Any:
+    if isinstance(obj, TargetDevice):
+        return device
     if isinstance(obj, torch.Tensor):
         if upcast and obj.is_floating_point():
             obj = obj.to(torch.float64)
@@ -78,15 +80,148 @@ def _clone(obj: Any) -> Any:
 
 @lru_cache(maxsize=4)
 def reference(op: str, case: str, dtype: str) -> tuple[Any, Any]:
-    """(inputs on CPU, reference output on CPU): the spec's call (or `ref`) on float64-upcast inputs."""
+    """(inputs on CPU, reference output on CPU): the spec's call (or `ref`) on float64-upcast inputs.
+    In-place ops: (result, first argument after the call). Out variants: the call without `out`.
+    Backward ops: autograd's gradients of the forward. Random ops: None (nothing to compare with)."""
     spec = load_catalog()[op]
     args, kwargs = make_inputs(spec, spec.case(case), dtype)
+    if spec.op_kind == "random":
+        return (args, kwargs), None
     fn = spec.ref or spec.fn
-    up_args, up_kwargs = _to(args, "cpu", upcast=True), _to(kwargs, "cpu", upcast=True)
-    out = fn(*up_args, **up_kwargs)
-    if spec.mutates:
+    up_args, up_kwargs = _clone(_to(args, "cpu", spec.upcast)), _clone(_to(kwargs, "cpu", spec.upcast))
+    if spec.op_kind == "backward":
+        return (args, kwargs), vjp(fn, up_args, up_kwargs, dtype, case_seed(op, case, dtype))
+    with torch.no_grad():
+        out = fn(*up_args, **up_kwargs)
+    if spec.op_kind == "inplace":
         out = (out, up_args[0])
     return (args, kwargs), out
+
+
+def _float_tensors(obj: Any) -> list[torch.Tensor]:
+    if isinstance(obj, torch.Tensor):
+        return [obj] if obj.is_floating_point() or obj.is_complex() else []
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _float_tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _float_tensors(o)]
+    return []
+
+
+def vjp(fn: Callable[..., Any], args: Any, kwargs: Any, dtype: str, seed: int) -> tuple[Any, ...]:
+    """Gradients of `fn`'s floating-point outputs, contracted with a seeded cotangent, with respect to
+    its inputs that require grad (all floating-point inputs if none does): what a backward kernel
+    computes. The cotangent is drawn on the CPU and rounded to the case dtype, so the float64 reference
+    and the backend see the same numbers. Unused inputs get zeros."""
+    chosen = [t for t in _float_tensors((args, kwargs)) if t.requires_grad] or _float_tensors((args, kwargs))
+    leaves = {id(t): t.detach().requires_grad_(True) for t in chosen}
+
+    def leafify(obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            return leaves.get(id(obj), obj.detach())
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(leafify(o) for o in obj)
+        if isinstance(obj, dict):
+            return {k: leafify(v) for k, v in obj.items()}
+        return obj
+
+    call_args, call_kwargs = leafify(args), leafify(kwargs)
+    with torch.enable_grad():
+        out = fn(*call_args, **call_kwargs)
+        outs = [o for o in _flat(out) if isinstance(o, torch.Tensor) and o.requires_grad]
+        if not outs or not leaves:
+            raise ValueError("backward case: the forward has no differentiable output or input")
+        gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+        cots = [
+            (torch.rand(o.shape, generator=gen, dtype=torch.float64) * 2 - 1)
+            .to(DTYPES[dtype] if DTYPES[dtype].is_floating_point else torch.float32)
+            .to(o.device, o.dtype)
+            for o in outs
+        ]
+        grads = torch.autograd.grad(
+            outs, list(leaves.values()), cots, allow_unused=True, materialize_grads=True
+        )
+    return tuple(g.detach() for g in grads)
+
+
+def _out_buffers(want: Any, device: str, dtype: str) -> Any:
+    """Preallocated outputs for an out= call, shaped like the reference, poisoned (NaN, -7, True)."""
+    if isinstance(want, (list, tuple)):
+        return type(want)(_out_buffers(w, device, dtype) for w in want)
+    target = want.dtype
+    if want.dtype == torch.float64 and DTYPES[dtype].is_floating_point:
+        target = DTYPES[dtype]
+    fill: float | int | bool = (
+        float("nan") if target.is_floating_point else (True if target == torch.bool else -7)
+    )
+    return torch.full(want.shape, fill, dtype=target, device=device)
+
+
+def invoke(
+    spec: OpSpec, impl: Callable[..., Any], args: Any, kwargs: Any, dtype: str, seed: int, out: Any = None
+) -> Any:
+    """One call of the op under test, as its kind requires (see spec.OpKind)."""
+    kind = spec.op_kind
+    if kind == "out":
+        return impl(*args, **kwargs, out=out)
+    if kind == "backward":
+        return vjp(impl, args, kwargs, dtype, seed)
+    if kind == "random":
+        torch.manual_seed(seed)  # every device's default generator
+    return impl(*args, **kwargs)
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    return isinstance(a, torch.Tensor) and (
+        a is b
+        or (
+            a.data_ptr() == b.data_ptr()
+            and a.shape == b.shape
+            and a.stride() == b.stride()
+            and a.dtype == b.dtype
+        )
+    )
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
+
+
+def _written_inputs(before: list[Any], after: list[Any]) -> list[int]:
+    """Positions of tensors whose bytes changed (NaN-safe: bits, not values)."""
+    return [
+        i
+        for i, (b, a) in enumerate(zip(before, after, strict=True))
+        if isinstance(a, torch.Tensor) and a.numel() and not torch.equal(_bits(b), _bits(a))
+    ]
+
+
+def check_contract(
+    spec: OpSpec, got: Any, call_args: Any, call_kwargs: Any, snapshot: list[Any], out: Any
+) -> Check | None:
+    """The kind's aliasing and side-effect contract (values are checked by check_output), or None."""
+    kind = spec.op_kind
+    inputs = _flat(list(call_args)) + _flat(list(call_kwargs.values()))
+    first = 0
+    if kind == "inplace":
+        if not _same_tensor(got, call_args[0]):
+            what = "a new tensor" if isinstance(got, torch.Tensor) else type(got).__name__
+            return Check(False, detail=f"in-place op returned {what} instead of its mutated first input")
+        first = 1  # the first input is meant to be written
+    if kind == "out":
+        got_l, out_l = _flat(got), _flat(out)
+        if len(got_l) != len(out_l) or not all(_same_tensor(g, o) for g, o in zip(got_l, out_l, strict=True)):
+            untouched = all(
+                bool(torch.isnan(o).all()) if o.is_floating_point() else False for o in out_l if o.numel()
+            )
+            why = "ignored out= (the out tensor was not written)" if untouched else "did not return its out="
+            return Check(False, detail=f"out= variant {why}")
+    if kind in ("functional", "inplace", "out"):
+        written = [i + first for i in _written_inputs(snapshot[first:], inputs[first:])]
+        written = [i for i in written if i not in spec.writes]
+        if written:
+            return Check(False, detail=f"input(s) at position {written} written by a call that must not")
+    return None
 
 
 def _flat(out: Any) -> list[Any]:
@@ -114,6 +249,9 @@ def _allclose(got: torch.Tensor, want: torch.Tensor, tol: Tolerance) -> Check:
         equal = bool(torch.equal(g, w))
         diff = float((g - w).abs().max())
         return Check(equal, diff, None, "" if equal else f"{int((g != w).sum())} element(s) differ")
+    if got.is_floating_point():  # a reference beyond the output dtype's range is, correctly rounded, ±inf
+        big = torch.finfo(got.dtype).max
+        w = torch.where(w.abs() > big, w.sign() * float("inf"), w)
     nan_mismatch = torch.isnan(g) != torch.isnan(w)
     finite = torch.isfinite(g) & torch.isfinite(w)
     inf_mismatch = ~torch.isnan(g) & ~torch.isnan(w) & ~finite & (g != w)
@@ -133,6 +271,9 @@ def _allclose(got: torch.Tensor, want: torch.Tensor, tol: Tolerance) -> Check:
 
 
 def _gather_values(inp: torch.Tensor, idx: torch.Tensor, dim: int) -> torch.Tensor:
+    if inp.dim() == 0:  # a 0-dim input: the only valid index is 0
+        value = inp.to("cpu", torch.float64)
+        return torch.where(idx.to("cpu") == 0, value, torch.full_like(value, float("nan"))).reshape(idx.shape)
     if idx.dim() == 0 or inp.dim() == idx.dim():
         return (
             inp.to("cpu", torch.float64)
@@ -150,7 +291,9 @@ def check_output(
         # Ties make raw indices legitimately differ: values must match, and the returned indices must
         # point at input elements equal to the returned values.
         args, kwargs = inputs
-        dim = kwargs.get("dim", args[2] if len(args) > 2 and isinstance(args[2], int) else -1)
+        at = spec.dim_arg
+        dim = kwargs.get("dim", args[at] if len(args) > at and isinstance(args[at], int) else -1)
+        dim = -1 if dim is None else dim
         if isinstance(got, torch.Tensor) and not got.is_floating_point():  # argmax-like: indices only
             source = args[0]
             return _allclose(
@@ -171,6 +314,10 @@ def check_output(
                 "indices do not point at the returned values: " + consistent.detail,
             )
         return values
+    if spec.compare == "unordered_rows":  # a set of rows (nonzero): compare them sorted
+        return _allclose(_sorted_rows(_flat(got)[0]), _sorted_rows(_flat(want)[0]), Tolerance(0.0, 0.0))
+    if spec.compare == "unique":
+        return _check_unique(got, want, inputs[0][0], tol)
     if spec.compare == "sorted_values":
         got_t, want_t = (
             torch.sort(t.flatten().to("cpu", torch.float64)).values for t in (_flat(got)[0], _flat(want)[0])
@@ -196,6 +343,41 @@ def check_output(
             return c
         worst = Check(True, max(worst.max_abs or 0, c.max_abs or 0), max(worst.max_rel or 0, c.max_rel or 0))
     return worst
+
+
+def _sorted_rows(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().to("cpu", torch.float64)
+    rows = t.reshape(t.shape[0], -1) if t.dim() else t.reshape(1, 1)
+    order = sorted(range(rows.shape[0]), key=lambda i: rows[i].tolist())
+    return rows[order] if order else rows
+
+
+def _check_unique(got: Any, want: Any, source: torch.Tensor, tol: Tolerance) -> Check:
+    """(values[, inverse][, counts]) in any order: the same set of values, inverse indices that rebuild
+    the input from the returned values, and each value's count as in the reference."""
+    got_l, want_l = _flat(got), _flat(want)
+    gv, wv = got_l[0].detach().to("cpu", torch.float64), want_l[0].detach().to("cpu", torch.float64)
+    order_g, order_w = torch.argsort(gv), torch.argsort(wv)
+    values = _allclose(gv[order_g], wv[order_w], tol)
+    if not values.ok:
+        return Check(False, detail="unique values differ: " + values.detail)
+    rest = got_l[1:]
+    if (
+        rest
+        and rest[0].shape == source.shape
+        and rest[0].dtype == torch.int64
+        and want_l[1].shape == source.shape
+    ):
+        rebuilt = gv[rest[0].to("cpu")]
+        c = _allclose(rebuilt, source.to("cpu", torch.float64), Tolerance(0.0, 0.0))
+        if not c.ok:
+            return Check(False, detail="inverse indices do not rebuild the input: " + c.detail)
+        rest = rest[1:]
+    if rest:  # counts, in the order of the values
+        c = _allclose(rest[0].to("cpu")[order_g], want_l[-1].to("cpu")[order_w], Tolerance(0.0, 0.0))
+        if not c.ok:
+            return Check(False, detail="counts differ: " + c.detail)
+    return values
 
 
 # Outputs must not start out holding stale, possibly correct, values: an implementation that leaves part
@@ -292,26 +474,38 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
     except Exception as exc:
         why = f"inputs could not be placed on {req.device}: {_short(exc)}"
         return {**row, "status": "infra", "reason": why}
+    seed = case_seed(req.op, req.case, req.dtype)
+    kind = spec.op_kind
     try:
         with adapter.route(spec) as impl:
             try:  # set-up again (our copies and poison blocks): out of memory here is not the operator's
                 call_args, call_kwargs = _clone(args), _clone(kwargs)
-                poison_allocator(want, req.device, req.dtype)
+                snapshot = _clone(_flat(list(call_args)) + _flat(list(call_kwargs.values())))
+                out_buf = _out_buffers(want, req.device, req.dtype) if kind == "out" else None
+                if want is not None:
+                    poison_allocator(want, req.device, req.dtype)
             except Exception as exc:
                 raise _SetupFailed(f"set-up on {req.device} failed: {_short(exc)}") from None
             t0 = time.perf_counter()
             with perturbed_malloc(req.device):
-                out = impl(*call_args, **call_kwargs)
+                out = invoke(spec, impl, call_args, call_kwargs, req.dtype, seed, out_buf)
                 adapter.synchronize()
             first_call_s = time.perf_counter() - t0
-            if spec.mutates:
-                out = (out, call_args[0])
-            check = check_output(spec, case, out, want, (args_cpu, kwargs_cpu), tol)
+            check = check_contract(spec, out, call_args, call_kwargs, snapshot, out_buf)
+            if check is None and kind == "random":
+                check = _check_random(spec, impl, out, args, kwargs, req.dtype, seed)
+            if check is None:
+                if kind == "inplace":
+                    out = (out, call_args[0])
+                check = check_output(spec, case, out, want, (args_cpu, kwargs_cpu), tol)
             row.update(max_abs_err=check.max_abs, max_rel_err=check.max_rel)
             if not check.ok:
                 row.update(status="fail", reason=check.detail)
             timing = adapter.time(
-                _bind(impl, args, kwargs, spec.mutates), req.warmup, req.repetitions, req.budget_s
+                _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf),
+                req.warmup,
+                req.repetitions,
+                req.budget_s,
             )
         row.update(
             latency_ms=timing.median_ms,
@@ -323,7 +517,10 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
         if baseline is not None:
             with baseline.route(spec) as base_impl:
                 base = baseline.time(
-                    _bind(base_impl, args, kwargs, spec.mutates), req.warmup, req.repetitions, req.budget_s
+                    _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf),
+                    req.warmup,
+                    req.repetitions,
+                    req.budget_s,
                 )
             row["baseline_ms"] = base.median_ms
         else:
@@ -344,8 +541,25 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
     return row
 
 
-def _bind(impl: Callable[..., Any], args: Any, kwargs: Any, mutates: bool) -> Callable[[], Any]:
-    if mutates:  # in-place ops would compound on one buffer: give each call a fresh copy of the target
+def _check_random(
+    spec: OpSpec, impl: Callable[..., Any], out: Any, args: Any, kwargs: Any, dtype: str, seed: int
+) -> Check:
+    """A random op: the same seed gives the same output; the output follows its distribution."""
+    again = invoke(spec, impl, _clone(args), _clone(kwargs), dtype, seed)
+    for a, b in zip(_flat(out), _flat(again), strict=True):
+        if isinstance(a, torch.Tensor) and not torch.equal(_bits(a), _bits(b)):
+            return Check(False, detail="two calls under the same seed gave different outputs")
+    if spec.distribution is None:
+        return Check(False, detail="random op without a distribution to check")
+    args_cpu, kwargs_cpu = _to(args, "cpu"), _to(kwargs, "cpu")
+    why = spec.distribution.check(_to(out, "cpu"), args_cpu, kwargs_cpu)
+    return Check(why is None, detail=why or "")
+
+
+def _bind(
+    spec: OpSpec, impl: Callable[..., Any], args: Any, kwargs: Any, dtype: str, seed: int, out: Any
+) -> Callable[[], Any]:
+    if spec.op_kind == "inplace":  # in-place ops would compound on one buffer: a fresh copy per call
         first = args[0]
         return lambda: impl(first.clone(), *args[1:], **kwargs)
-    return lambda: impl(*args, **kwargs)
+    return lambda: invoke(spec, impl, args, kwargs, dtype, seed, out)

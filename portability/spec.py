@@ -22,9 +22,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+
+if TYPE_CHECKING:
+    from portability.stats import Distribution
 
 DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,
@@ -54,6 +57,16 @@ DEFAULT_TOLERANCE: dict[str, tuple[float, float]] = {
 }
 
 Layout = Literal["contiguous", "transposed", "strided"]
+
+
+class TargetDevice:
+    """A `device=` argument meaning "the device under test" (factories): replaced when inputs are placed."""
+
+    def __repr__(self) -> str:
+        return "DEVICE"
+
+
+DEVICE = TargetDevice()
 
 
 @dataclass(frozen=True)
@@ -131,15 +144,26 @@ class T:
         return t
 
 
+# A sampled case's inputs: (case dtype, seed) -> (args, kwargs) on the CPU, the same for the same seed.
+SampleFn = Callable[[str, int], tuple[tuple[Any, ...], dict[str, Any]]]
+
+
 @dataclass(frozen=True)
 class Case:
-    """One sample: a name shown in the scorecard, positional args (T or plain values), keyword args."""
+    """One sample: a name shown in the scorecard, positional args (T or plain values), keyword args.
+
+    `Case.sampled(name, fn, numel)` is the other form: inputs produced by a seeded function (e.g. an OpInfo
+    sample generator run under the case's seed) instead of T descriptions. It stays declarative: the
+    function is only called when the case runs, and `numel` (elements of its inputs) sizes it at plan time.
+    """
 
     name: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     atol: float | None = None  # case-level tolerance: wins over every other layer
     rtol: float | None = None
+    sample: SampleFn | None = None
+    numel: int = 0  # sampled cases: input elements
 
     def __init__(
         self, name: str, *args: Any, atol: float | None = None, rtol: float | None = None, **kwargs: Any
@@ -149,11 +173,24 @@ class Case:
         object.__setattr__(self, "kwargs", dict(kwargs))
         object.__setattr__(self, "atol", atol)
         object.__setattr__(self, "rtol", rtol)
+        object.__setattr__(self, "sample", None)
+        object.__setattr__(self, "numel", 0)
+
+    @classmethod
+    def sampled(
+        cls, name: str, sample: SampleFn, numel: int, atol: float | None = None, rtol: float | None = None
+    ) -> Case:
+        case = cls(name, atol=atol, rtol=rtol)
+        object.__setattr__(case, "sample", sample)
+        object.__setattr__(case, "numel", numel)
+        return case
 
     def tensors(self) -> list[T]:
         return [a for a in (*self.args, *self.kwargs.values()) if isinstance(a, T)]
 
     def input_bytes(self, case_dtype: str) -> int:
+        if self.sample is not None:
+            return self.numel * _itemsize(DTYPES[case_dtype])
         return sum(t.numel() * _itemsize(t.resolved_dtype(case_dtype)) for t in self.tensors())
 
 
@@ -174,7 +211,21 @@ def _flat_tensors(out: Any) -> list[torch.Tensor]:
     return []
 
 
-Compare = Literal["allclose", "values_of_indices", "sorted_values", "exact"]
+Compare = Literal["allclose", "values_of_indices", "sorted_values", "exact", "unordered_rows", "unique"]
+
+# What kind of call an operator is; each kind has its own contract, checked by execute.py:
+#   functional  returns new tensors; no input may be written.
+#   inplace     `add_`, `copy_`...: the first argument is mutated and returned (the same tensor, not a copy);
+#               no other input may be written. (`mutates=True` is the older spelling of this kind.)
+#   out         `fn(*args, out=...)`: the harness passes preallocated, poisoned `out` tensor(s) shaped like
+#               the reference; the call must write them and return them. The reference is `fn` without out.
+#   backward    the op under test is the backward of `fn`: the harness differentiates `fn` with autograd
+#               (w.r.t. the inputs that require grad, else every floating-point input; a seeded cotangent)
+#               and compares the gradients with autograd's own in float64 on the CPU. `flaggems=` names the
+#               backward kernels, so on FlagGems the forward stays torch and the backward is FlagGems'.
+#   random      never compared elementwise: `distribution=` (portability.stats) checks support and
+#               goodness of fit at a fixed significance, and two calls under one seed must agree exactly.
+OpKind = Literal["functional", "inplace", "out", "backward", "random"]
 
 
 @dataclass(frozen=True)
@@ -190,7 +241,13 @@ class OpSpec:
     impls:    per-backend replacements of `fn` for fused ops with no torch equivalent that FlagGems
               patches (e.g. {"flaggems": lambda x, w: flag_gems.rms_norm(x, [x.shape[-1]], w, 1e-6)}).
     compare:  "allclose" (default); "values_of_indices" for (values, indices) results where ties make
-              raw indices legitimately differ; "sorted_values"; "exact" for integer/bool outputs.
+              raw indices legitimately differ (the values must match and the input gathered at the
+              returned indices must equal them; `dim_arg` is the positional index of `dim` when it is not
+              a keyword); "sorted_values"; "exact" for integer/bool outputs; "unordered_rows" for results
+              whose rows form a set (`nonzero`-like); "unique" for (values[, inverse][, counts]) results
+              whose order is implementation-defined (`unique(sorted=False)`).
+    kind:     functional / inplace / out / backward / random: see OpKind above.
+    distribution: for random ops, what the output must be distributed as (portability.stats).
     bytes / flops: models of the work done, for GB/s and TFLOP/s: callables (case, dtype, out) -> int.
     """
 
@@ -207,7 +264,18 @@ class OpSpec:
     compare: Compare = "allclose"
     bytes: Callable[[Case, str, Any], int] | None = io_bytes
     flops: Callable[[Case, str, Any], int] | None = None
-    mutates: bool = False  # in-place op: compare the first argument after the call too
+    mutates: bool = False  # older spelling of kind="inplace"
+    kind: OpKind = "functional"
+    distribution: Distribution | None = None  # for kind="random"
+    dim_arg: int = 2  # compare="values_of_indices": position of `dim` in the call when not a keyword
+    writes: tuple[int, ...] = ()  # input positions the op may write besides an in-place target (batch norm's
+    # running statistics); every other input must be left as it was
+    upcast: bool = True  # False: the reference runs in the case dtype (comparisons against Python scalars,
+    # where upcasting the tensor but not the scalar changes which elements compare equal)
+
+    @property
+    def op_kind(self) -> str:
+        return "inplace" if self.mutates else self.kind
 
     def case(self, name: str) -> Case:
         for c in self.cases:
@@ -225,7 +293,10 @@ def case_seed(op: str, case: str, dtype: str) -> int:
 
 def make_inputs(spec: OpSpec, case: Case, dtype: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Materialise a case's inputs on the CPU, seeded."""
-    gen = torch.Generator().manual_seed(case_seed(spec.name, case.name, dtype))
+    seed = case_seed(spec.name, case.name, dtype)
+    if case.sample is not None:
+        return case.sample(dtype, seed)
+    gen = torch.Generator().manual_seed(seed)
     args = tuple(a.make(dtype, gen) if isinstance(a, T) else a for a in case.args)
     kwargs = {k: (v.make(dtype, gen) if isinstance(v, T) else v) for k, v in case.kwargs.items()}
     return args, kwargs
