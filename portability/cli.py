@@ -74,8 +74,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     _print_cells(plan.cells)
     run_plan(plan, out, resume=args.resume)
+    stopped = None
     if config.serving and not args.no_serving:
-        _run_serving(config, plan, out)
+        from portability.serving.runner import ServingStopped
+
+        try:
+            _run_serving(config, plan, out)
+        except ServingStopped as exc:  # the rows so far are on disk: still write the scorecard
+            stopped = exc
+            sys.stderr.write(f"serving stopped by {exc}: scorecard of what was measured follows\n")
     elif args.serving_only:
         sys.stderr.write(f"--serving-only: {config.path} has no serving block, nothing was served\n")
     if any(c.adapter == "flaggems" for c in plan.cells):
@@ -86,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     append_trend(out, Path(args.trend) if args.trend else out.resolve().parent / TREND_FILE)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
-    return 0
+    return 128 + 15 if stopped else 0  # 143: ended by SIGTERM, as a shell reports it
 
 
 def _write_coverage(out: Path) -> None:

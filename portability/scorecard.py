@@ -249,6 +249,9 @@ def render_markdown(
         )
     n_fail = sum(1 for _ in data["failures"])
     verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
+    bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
+    if bad_serving:
+        verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
     if data.get("not_run"):
         verdict += (
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "

@@ -347,3 +347,67 @@ def test_vllm_serves_qwen3_tiny_on_cpu_throughput_latency_and_gate(tmp_path, mon
     assert served["id"] == "serving:vllm:torch@cpu:qwen3-tiny" and served["versions"]
     assert rows["flaggems@cpu"]["status"] == "unavailable" and rows["flaggems@cpu"]["reason"]
     assert not (_engine_core_pids() - before - {os.getpid()}), "a serving process outlived its run"
+
+
+HF_MATRIX = """
+version: 1
+backends:
+  torch: {adapter: torch, devices: [cpu], dtypes: [fp32]}
+serving:
+  engines: [hf]
+  backends: [torch]
+  model: qwen3-tiny
+  input_len: 32
+  output_len: 8
+  num_prompts: 4
+  max_num_seqs: 4
+  gate: {prompts: 2, prompt_len: 16}
+  timeouts: {run_s: 300}
+"""
+
+
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed (the hf serving engine)")
+def test_sigterm_while_serving_keeps_what_was_measured_and_resume_serves_the_cell_again(tmp_path):
+    """A run stopped by SIGTERM (a CI time limit) in the middle of a cell: the cell's throughput is on disk
+    with status timeout, no worker survives, a scorecard is written, and --resume serves the cell again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from portability.results import read_results
+    from tests.conftest import ROOT
+
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(HF_MATRIX)
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PORTABILITY_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "portability", "run", "--matrix", str(matrix), "--serving-only"]
+    before = _engine_core_pids()
+    proc = subprocess.Popen([*cmd, "--out", str(out)], env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    said = []
+    deadline = time.monotonic() + 240
+    for line in proc.stderr:  # stop it once throughput is measured, while the gate's reference runs
+        said.append(line)
+        if "== serving reference:" in line or time.monotonic() > deadline:
+            break
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, "".join(said) + rest
+    row = next(r for r in read_results(out) if r.get("kind") == "serving")
+    assert row["status"] == "timeout" and row["stopped"] and "SIGTERM" in row["reason"], row
+    assert row["output_tok_s"] > 0 and row["gate"] is None  # throughput kept, gate never ran
+    assert (out / "scorecard.md").exists() and "1 Qwen3 serving row(s) fail" in (
+        out / "scorecard.md"
+    ).read_text()
+    time.sleep(1.0)
+    assert not (_engine_core_pids() - before), "a serving worker outlived the stopped run"
+
+    again = subprocess.run(
+        [*cmd, "--out", str(out), "--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = [r for r in read_results(out) if r.get("kind") == "serving"]
+    assert [r["status"] for r in rows] == ["timeout", "pass"]  # served again, the latest row wins
+    assert "All run cases pass." in (out / "scorecard.md").read_text()

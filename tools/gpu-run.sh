@@ -12,11 +12,12 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     || exit 1
   export PYTHONPATH=/tmp/site:$PWD
 else
-  export PYTHONPATH=$PWD
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # e.g. an unpacked vLLM bundle
 fi
 export FLAGGEMS_CACHE_DIR=/tmp/cache/flaggems PYTHONUNBUFFERED=1
 mkdir -p "$FLAGGEMS_CACHE_DIR"
-[ -f .gpu/flaggems-cache.tgz ] && tar xzf .gpu/flaggems-cache.tgz -C /tmp/cache
+# The carried cache seeds an empty one only: a later call on the same warm box keeps what it has learnt.
+[ -f .gpu/flaggems-cache.tgz ] && [ -z "$(ls -A "$FLAGGEMS_CACHE_DIR")" ] && tar xzf .gpu/flaggems-cache.tgz -C /tmp/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # A run started on an earlier machine continues from its results carried in .gpu/<name>/.
 seed=".gpu/$(basename "$run_dir")"

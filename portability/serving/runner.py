@@ -13,12 +13,14 @@ backend's tok/s can be given as a ratio to the torch backend of the same engine 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from portability.results import ResultWriter
+from portability.results import ResultWriter, read_results
 from portability.serving import model_config_dir
 from portability.serving.checkpoint import synthetic_checkpoint
 from portability.serving.gate import compare_logprobs, resolve_top_k, verdict
@@ -127,11 +129,33 @@ class _Cell:
         return spec
 
 
+class ServingStopped(Exception):
+    """SIGTERM (a time limit such as `timeout`, a CI job cancelled) arrived while serving."""
+
+
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise ServingStopped(signal.Signals(signum).name)
+
+
 def run_serving(
     cells: list[tuple[str, ...]], settings: ServingSettings, out_dir: Path, writer: ResultWriter
 ) -> None:
     """cells: (engine, backend, device) — extra items (cell status, reason) from a plan are honoured.
-    One row per cell is appended to `writer` as each finishes."""
+    One row per cell is appended to `writer` as each finishes. On SIGTERM the cell being served gets a
+    row with what it measured so far (and its worker processes are stopped), then ServingStopped is
+    raised: the caller still writes the scorecard."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_stopped) if in_main else None
+    try:
+        _run_cells(cells, settings, out_dir, writer)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_cells(
+    cells: list[tuple[str, ...]], settings: ServingSettings, out_dir: Path, writer: ResultWriter
+) -> None:
     from portability.serving.engines import ENGINES, get_engine
 
     out_dir = Path(out_dir)
@@ -140,6 +164,15 @@ def run_serving(
     references: dict[str, dict[str, Any] | RunFailed] = {}
     native: dict[tuple[str, str], float] = {}
     probes: dict[tuple[str, str], tuple[bool, str, str]] = {}
+    # A resumed run (`portability run --resume`) keeps the serving rows it already has: those cells are
+    # not served again, and their torch tok/s stay the native baseline of the ratios.
+    served = {
+        r["id"]: r for r in read_results(writer.path) if r.get("kind") == "serving" and not r.get("stopped")
+    }
+    for r in served.values():
+        if r.get("backend") == "torch" and r.get("output_tok_s"):
+            mode = "+graphs" if r.get("cuda_graphs") else ""
+            native[(f"{r['engine']}{mode}", r["device"])] = r["output_tok_s"]
     order = sorted(cells, key=lambda c: (c[0], c[2], c[1] != "torch"))
     for cell in order:
         engine_name, backend, device = cell[0], cell[1], cell[2]
@@ -164,6 +197,10 @@ def run_serving(
             "time": time.time(),
             **dict.fromkeys(METRIC_FIELDS),
         }
+        if row["id"] in served:
+            kept = served[row["id"]]["status"]
+            _say(f"{engine_name}{mode} {backend}@{device}: kept from the earlier run ({kept})")
+            continue
         t_cell = time.perf_counter()
         if len(cell) >= 5 and cell[3] != "available":
             writer.append({**row, "status": "unavailable", "reason": cell[4]})
@@ -194,15 +231,19 @@ def run_serving(
             continue
         if engine_name == "hf" and not settings.real_weights:
             row["weights"] = "synthetic"
-        log = ctx.logs / f"serving.{engine_name}.{backend}@{device.replace(':', '_')}.log"
-        env = engine.env(backend)
         try:
-            _step_throughput(ctx, engine_name, backend, device, env, log, row, native)
-            if settings.online and engine.serves_openai:
-                _step_online(ctx, engine, backend, device, env, log, row)
-            _step_gate(ctx, engine, backend, device, log, row, references)
-        except RunFailed as exc:
-            row.update(status=exc.status, reason=str(exc)[-2000:])
+            _serve_cell(ctx, engine, backend, device, mode, row, native, references)
+        except ServingStopped as exc:
+            # What was measured so far is kept; the row is marked so that --resume serves the cell again.
+            row.update(
+                status="timeout",
+                stopped=True,
+                reason=f"stopped by {exc} (the run's time limit) while serving; figures measured before "
+                "are kept, `portability run --resume` serves this cell again",
+                cell_s=time.perf_counter() - t_cell,
+            )
+            writer.append(row)
+            raise
         row["cell_s"] = time.perf_counter() - t_cell
         _say(
             f"{engine_name} {backend}@{device}: {row['status']}"
@@ -211,7 +252,34 @@ def run_serving(
         writer.append(row)
 
 
-def _step_throughput(ctx, engine, backend, device, env, log, row, native) -> None:
+def _serve_cell(ctx, engine, backend, device, mode, row, native, references) -> None:
+    """Throughput, online latency and the gate of one cell, into `row`; a failed flaggems cell is bisected."""
+    settings, engine_name = ctx.s, engine.name
+    log = ctx.logs / f"serving.{engine_name}.{backend}@{device.replace(':', '_')}.log"
+    env = engine.env(backend)
+    try:
+        _step_throughput(ctx, engine_name, backend, device, env, log, row, native, mode)
+        online_failed = None
+        if settings.online and engine.serves_openai:
+            try:
+                _step_online(ctx, engine, backend, device, env, log, row)
+            except RunFailed as exc:  # the gate still runs: its verdict is not lost to a server failure
+                online_failed = exc
+        _step_gate(ctx, engine, backend, device, log, row, references)
+        if online_failed is not None:
+            gate_reason = f"; {row['reason']}" if row["reason"] else ""
+            why = f"online: {online_failed}"[-1500:] + gate_reason
+            row.update(status=online_failed.status, reason=why)
+    except RunFailed as exc:
+        row.update(status=exc.status, reason=str(exc)[-2000:])
+        if backend == "flaggems" and settings.bisect and exc.status in ("error", "crash"):
+            try:
+                _step_bisect(ctx, engine, device, log, row, None)  # the engine crashed or raised
+            except RunFailed as again:
+                row["reason"] += f"; bisection could not run: {again}"
+
+
+def _step_throughput(ctx, engine, backend, device, env, log, row, native, mode: str = "") -> None:
     s = ctx.s
     _say(
         f"{engine} {backend}@{device} {s.model_name}: throughput"
@@ -221,10 +289,11 @@ def _step_throughput(ctx, engine, backend, device, env, log, row, native) -> Non
     t = run_worker(spec, env, s.timeout_s, log)
     row.update({k: t.get(k) for k in ("startup_s", "warmup_s", "output_tok_s", "total_tok_s", "requests_s")})
     row["dtype"] = spec["dtype"]
+    key = (f"{engine}{mode}", device)  # the native baseline: torch, same engine, mode and device
     if backend == "torch":
-        native[(engine, device)] = t["output_tok_s"]
-    if native.get((engine, device)):
-        row["ratio_vs_native"] = t["output_tok_s"] / native[(engine, device)]
+        native[key] = t["output_tok_s"]
+    if native.get(key):
+        row["ratio_vs_native"] = t["output_tok_s"] / native[key]
     _say(
         f"{engine} {backend}@{device}: {t['output_tok_s']:.1f} output tok/s, start-up {t['startup_s']:.1f}s,"
         f" warm-up {t['warmup_s']:.1f}s"
@@ -302,32 +371,49 @@ def _step_gate(ctx, engine, backend, device, log, row, references) -> None:
         f" mean KL {metrics['mean_kl']:.3g}, greedy agreement {metrics['greedy_agreement']:.0%}"
     )
     if result == "fail" and backend == "flaggems" and s.bisect:
-        _step_bisect(ctx, engine, device, log, row, ref)
+        _step_bisect(ctx, engine, device, log, row, ref)  # the gate failed
 
 
-def _step_bisect(ctx, engine, device, log, row, ref) -> None:
+def _step_bisect(ctx, engine, device, log, row, ref: dict[str, Any] | None) -> None:
+    """Name the FlagGems operators behind a failed flaggems cell. With `ref`, the gate failed and a
+    subset is guilty when the gate fails with FlagGems on for it alone; without, the engine crashed or
+    raised in its throughput run, and a subset is guilty when a short run of the same batch does too."""
     from portability.serving.bisect import find_culprits
 
     s = ctx.s
-    ops_result = run_worker({"mode": "flaggems_ops", "engine": engine.name}, {}, s.timeout_s, log)
-    ops = list(ops_result["ops"])
+    probe = ctx.spec(engine.name, "torch", device, "dispatched_ops")
+    dispatched = run_worker(probe, engine.env("torch"), s.timeout_s, log).get("dispatched")
+    universe = {"mode": "flaggems_ops", "engine": engine.name, "dispatched": dispatched}
+    ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
     if engine.name == "vllm-fl":
         from portability.serving.engines.vllm_fl import OOT_OPS
 
         ops = list(dict.fromkeys([*OOT_OPS, *ops]))
+    what = "operators the model dispatches to" if dispatched is not None else "operators"
     _say(
-        f"{engine.name} flaggems@{device}: bisecting {len(ops)} FlagGems operators"
-        f" (at most {s.bisect_max_runs} runs)"
+        f"{engine.name} flaggems@{device}: bisecting {len(ops)} FlagGems {what}"
+        f" (at most {s.bisect_max_runs} runs, {s.bisect_budget_s:.0f}s)"
     )
 
     def fails(subset: list[str]) -> bool:
-        spec = ctx.spec(engine.name, "flaggems", device, "logprobs")
+        env = engine.env("flaggems", include=subset)
+        if ref is None:  # reproduce the crash on the same batch, two output tokens
+            spec = ctx.spec(engine.name, "flaggems", device, "throughput", output_len=2)
+        else:
+            spec = ctx.spec(engine.name, "flaggems", device, "logprobs")
         try:
-            got = run_worker(spec, engine.env("flaggems", include=subset), s.timeout_s, log)
-        except RunFailed:
-            return True  # a subset that crashes the engine is as guilty as one that fails the gate
-        m = compare_logprobs(ref["logprobs"], got["logprobs"], ctx.gate_prompts)
-        failed = verdict(m, s.gate.max_abs_logprob_diff, s.gate.mean_kl)[0] == "fail"
+            got = run_worker(spec, env, s.timeout_s, log)
+        except RunFailed as exc:
+            failed = exc.status != "timeout"  # a subset that crashes the engine is guilty
+        else:
+            failed = ref is not None and (
+                verdict(
+                    compare_logprobs(ref["logprobs"], got["logprobs"], ctx.gate_prompts),
+                    s.gate.max_abs_logprob_diff,
+                    s.gate.mean_kl,
+                )[0]
+                == "fail"
+            )
         _say(f"  bisect: {len(subset)} ops -> {'fail' if failed else 'pass'}")
         return failed
 

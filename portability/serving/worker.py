@@ -5,7 +5,9 @@ SPEC names the engine, backend, device and mode:
   batch: output tok/s, total tok/s, requests/s; engine start-up and warm-up reported separately;
 - `logprobs`: teacher-forced prompt log-probabilities (top-k + the actual next token per position);
 - `online`: the client side of the latency benchmark against an engine's running OpenAI server;
-- `flaggems_ops`: the operator names FlagGems can switch on (the bisection's universe).
+- `dispatched_ops`: the aten overloads the engine's model dispatches to, where the engine can tell;
+- `flaggems_ops`: the FlagGems function names that can be switched on, for those overloads if given
+  (the bisection's universe).
 
 vLLM engines must be created under `if __name__ == "__main__":` (its processes re-import the main
 module), which is one reason every run is a process of its own, started by `portability.serving.runner`
@@ -31,7 +33,7 @@ def main() -> int:
         if spec["mode"] == "flaggems_ops":
             from portability.serving.engines import flaggems_hook
 
-            result = {"ops": flaggems_hook.all_ops()}
+            result = {"ops": flaggems_hook.all_ops(spec.get("dispatched"))}
         else:
             from portability.serving.engines import get_engine
 

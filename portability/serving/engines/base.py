@@ -56,5 +56,10 @@ class ServingEngine:
     def logprobs(self, spec: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def dispatched_ops(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """{"dispatched": aten overload keys the engine's model runs}, or {} when the engine cannot tell
+        (the bisection then searches every FlagGems operator)."""
+        return {}
+
     def online(self, spec: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError(f"engine '{self.name}' has no OpenAI server")

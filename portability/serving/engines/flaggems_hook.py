@@ -7,7 +7,7 @@ tiny distribution (a `.dist-info` with one entry point, no code) whose directory
 the run, and vLLM then calls `vllm_general_plugin()` below in each process. Only runs that ask for
 FlagGems (`PORTABILITY_FLAGGEMS=1`) get the directory and `VLLM_PLUGINS` naming the plugin.
 
-`PORTABILITY_FLAGGEMS_INCLUDE=op1,op2` limits FlagGems to those operators (`flag_gems.only_enable`),
+`PORTABILITY_FLAGGEMS_INCLUDE=fn1,fn2` limits FlagGems to those functions (`flag_gems.only_enable`),
 which is how the bisection switches subsets on. Each process that enabled FlagGems writes a line to
 `PORTABILITY_FLAGGEMS_MARKER` (a file), so a run can prove FlagGems was on where the model ran.
 """
@@ -52,11 +52,19 @@ def vllm_general_plugin() -> None:
     enable_from_env()
 
 
-def all_ops() -> list[str]:
-    """Every operator name FlagGems can register (the bisection's universe)."""
+def all_ops(dispatched: list[str] | None = None) -> list[str]:
+    """FlagGems function names (what `only_enable(include=...)` matches; not aten keys such as
+    `add.Tensor`, which it silently ignores): every one, or those registered for any overload of the
+    aten operators named in `dispatched` (the bisection's universe)."""
     import flag_gems
 
-    return list(dict.fromkeys(entry[0] for entry in flag_gems._FULL_CONFIG))
+    wanted = set(dispatched) if dispatched is not None else None
+    names = [
+        getattr(entry[1], "__name__", str(entry[1]))
+        for entry in flag_gems._FULL_CONFIG
+        if wanted is None or entry[0].split(".")[0] in wanted
+    ]
+    return list(dict.fromkeys(names))
 
 
 def plugin_path(cache: Path) -> Path:

@@ -86,6 +86,7 @@ class HFEngine(ServingEngine):
                 min_new_tokens=spec["output_len"],
                 do_sample=False,
                 cache_implementation="static",
+                disable_compile=True,  # eager: a compiled forward would bypass FlagGems
                 pad_token_id=0,
             )
             return int(out.shape[0] * (out.shape[1] - ids.shape[1]))
@@ -109,6 +110,30 @@ class HFEngine(ServingEngine):
             "total_tok_s": (in_tokens + out_tokens) / elapsed,
             "requests_s": len(spec["prompts"]) / elapsed,
         }
+
+    def dispatched_ops(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """The aten operators a short generation runs (torch backend, the spec's prompts), nested calls
+        included (`linear` → `addmm`, `to` → `_to_copy`): the FlagGems operators worth bisecting are
+        those registered for them, not all of FlagGems. Recorded with torch's profiler, which sees every
+        aten call on the host side; a TorchDispatchMode would see only the outermost ones."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        model = self._model(spec)
+        ids = torch.tensor(spec["prompts"][:2], device=spec["device"])
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=2,
+                min_new_tokens=2,
+                do_sample=False,
+                cache_implementation="static",
+                disable_compile=True,  # eager: a compiled forward would bypass FlagGems
+                pad_token_id=0,
+            )
+        names = {e.name.removeprefix("aten::") for e in prof.events() if e.name.startswith("aten::")}
+        return {"dispatched": sorted(names)}
 
     def logprobs(self, spec: dict[str, Any]) -> dict[str, Any]:
         import torch
