@@ -249,6 +249,8 @@ def render_markdown(
         )
     n_fail = sum(1 for _ in data["failures"])
     verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
+    if not data["grid"]:
+        verdict = "**No operator case in this run.**"
     bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
     if bad_serving:
         verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
