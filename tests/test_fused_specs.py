@@ -1,4 +1,4 @@
-"""Fused FlagGems operators outside aten (kernels/fused.py and the other specs with impls["flaggems"]).
+"""Fused FlagGems operators outside aten (kernels/fused_*.py and the other specs with impls["flaggems"]).
 
 Two things are checked without a device: every fused spec passes its float64 reference on torch@cpu at
 fp32 through the real command line, and every impls["flaggems"] calls a function the installed flag_gems
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from portability.kernels import fused
+from portability.kernels import _fused, fused_activation, fused_cache, fused_misc, fused_moe
 
 from portability.catalog import load_catalog
 from portability.spec import make_inputs
@@ -30,7 +30,7 @@ FUSED = sorted(name for name, spec in CATALOG.items() if "fused" in spec.tags)
 WITH_IMPL = sorted(name for name, spec in CATALOG.items() if "flaggems" in spec.impls)
 
 # What vllm-plugin-FL routes to FlagGems (vllm_fl/dispatch/backends/flaggems/register_ops.py, flaggems.py,
-# impl/*.py; vllm_fl/attention/attention.py) and kernels/fused.py covers (silu_and_mul, rms_norm with and
+# impl/*.py; vllm_fl/attention/attention.py) and kernels/fused_*.py cover (silu_and_mul, rms_norm with and
 # without residual and apply_rotary_pos_emb have their specs in activation.py, norm.py and attention.py).
 VLLM_FL_ROUTED = {
     "gelu_and_mul",
@@ -45,10 +45,11 @@ VLLM_FL_ROUTED = {
 
 
 def test_fused_catalog_is_what_kernels_fused_declares():
-    ours = {s.name for s in fused.SPECS}
+    declared = [s for m in (fused_activation, fused_moe, fused_cache, fused_misc) for s in m.SPECS]
+    ours = {s.name for s in declared}
     assert ours <= set(FUSED)
-    assert set(fused.TARGETS) == ours
-    assert {s.name for s in fused.SPECS if "vllm-fl" in s.tags} == VLLM_FL_ROUTED
+    assert set(_fused.TARGETS) == ours
+    assert {s.name for s in declared if "vllm-fl" in s.tags} == VLLM_FL_ROUTED
     assert {"silu_and_mul", "fused_add_rms_norm", "rotary_embedding"} <= set(FUSED)
 
 
@@ -197,8 +198,8 @@ def recorded_call(op: str, monkeypatch) -> tuple[str, tuple[Any, ...], dict[str,
 def test_flaggems_impl_calls_a_real_function_with_its_real_signature(op, monkeypatch):
     _flag_gems_root()  # found before flag_gems is replaced by the recorder
     path, args, kwargs = recorded_call(op, monkeypatch)
-    if op in fused.TARGETS:
-        assert path == fused.TARGETS[op]
+    if op in _fused.TARGETS:
+        assert path == _fused.TARGETS[op]
     sig = signature_of(resolve(path))
     try:
         sig.bind(*args, **kwargs)
