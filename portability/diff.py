@@ -9,10 +9,13 @@ from typing import Any
 from tabulate import tabulate
 
 from portability.results import FAILING, latest_by_id, read_results
-from portability.scorecard import md_text, render_markdown, summarize
+from portability.scorecard import MAX_COMMENT_BYTES, md_text, render_markdown, summarize
 
 MARKER = "<!-- flagos-portability-diff -->"
 MIN_SPEEDUP_DROP = 0.10  # a speedup change smaller than this is never called a regression
+# Bytes kept for the embedded scorecard when the changes are long, and the least worth embedding.
+SCORECARD_RESERVE = 12_000
+SCORECARD_MIN = 4_000
 
 
 @dataclass
@@ -89,7 +92,10 @@ def compare(base_rows: list[dict[str, Any]], new_rows: list[dict[str, Any]]) -> 
     return diff
 
 
-def render(diff: Diff, new_rows: list[dict[str, Any]]) -> str:
+def render(diff: Diff, new_rows: list[dict[str, Any]], limit: int = MAX_COMMENT_BYTES) -> str:
+    """The PR comment, at most `limit` bytes: verdict first, then the changes (regressions before
+    improvements, cut with a count when they would not fit), then as much of the run's own scorecard as
+    the rest of the budget allows."""
     n = len(diff.regressions)
     verdict = "**No regressions.**" if not n else f"**{n} regression(s).**"
     lines = [
@@ -99,15 +105,42 @@ def render(diff: Diff, new_rows: list[dict[str, Any]]) -> str:
         f"{verdict} {len(diff.improvements)} improvement(s).",
         "",
     ]
+    # the changes may use what the scorecard's head (title, verdict, cells) leaves of the budget
+    changes_budget = limit - SCORECARD_RESERVE
     for title, changes in (("Regressions", diff.regressions), ("Improvements", diff.improvements)):
-        if changes:
-            rows = [[md_text(c.id, 120), md_text(c.what, 120)] for c in changes[:300]]
-            lines += [f"### {title}", "", tabulate(rows, headers=["case", "change"], tablefmt="github"), ""]
-            if len(changes) > 300:
-                lines.append(f"… {len(changes) - 300} more\n")
-    full = render_markdown(summarize(new_rows), limit=40_000)
-    lines += ["<details><summary>Full scorecard of this run</summary>", "", full, "", "</details>"]
+        if not changes:
+            continue
+        rows = [[md_text(c.id, 120), md_text(c.what, 120)] for c in changes]
+        used = _size(lines) + len(f"### {title}\n\n".encode())
+        shown = _rows_that_fit(rows, changes_budget - used)
+        table = tabulate(rows[:shown], headers=["case", "change"], tablefmt="github")
+        lines += [f"### {title}", "", table, ""]
+        if shown < len(rows):
+            lines.append(f"… {len(rows) - shown} more {title.lower()} (`portability diff` lists all)\n")
+    wrapper = ["<details><summary>Full scorecard of this run</summary>", "", "", "", "</details>"]
+    room = limit - _size(lines) - _size(wrapper) - 2
+    if room >= SCORECARD_MIN:
+        full = render_markdown(summarize(new_rows), limit=room)
+        lines += [*wrapper[:2], full, *wrapper[3:]]
+    else:
+        lines.append("_The run's full scorecard did not fit in this comment: see scorecard.md._")
     return "\n".join(lines)
+
+
+def _size(lines: list[str]) -> int:
+    return len("\n".join(lines).encode()) + 1
+
+
+def _rows_that_fit(rows: list[list[str]], budget: int) -> int:
+    """How many leading rows of a two-column GitHub table fit in `budget` bytes (header included)."""
+    lo, hi = 0, len(rows)
+    while lo < hi:  # the table's width depends on its widest row: measure the rendered table
+        mid = (lo + hi + 1) // 2
+        if len(tabulate(rows[:mid], headers=["case", "change"], tablefmt="github").encode()) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def diff_runs(base: Path, new: Path) -> tuple[Diff, str]:

@@ -113,3 +113,31 @@ def test_diff_marks_regressions_beyond_noise_and_improvements(tmp_path, cli):
     assert md_text(broke, 120) in regressions and md_text(drop, 120) in regressions
     assert "<details><summary>Full scorecard of this run</summary>" in md
     assert cli("diff", str(base), str(base), "--fail-on-regression").returncode == 0
+
+
+def test_diff_of_thousands_of_regressions_fits_one_pr_comment(tmp_path, cli):
+    """3,000 cases going from pass to fail, with long ids: verdict first, as many changes as fit with a
+    count of the rest, and the whole comment within GitHub's 64 KiB."""
+    base, new = (
+        ResultWriter(tmp_path / "base" / "results.jsonl"),
+        ResultWriter(tmp_path / "new" / "results.jsonl"),
+    )
+    for i in range(3000):
+        row = {
+            "id": f"flaggems@cuda::aten.upsample_bicubic2d_aa_backward_{i}::a long case name {i:05d}::bf16",
+            "kind": "op",
+            "cell": "flaggems@cuda",
+            "backend": "flaggems",
+            "device": "cuda",
+            "op": f"aten.upsample_bicubic2d_aa_backward_{i}",
+            "case": f"a long case name {i:05d}",
+            "dtype": "bf16",
+        }
+        base.append({**row, "status": "pass"})
+        new.append({**row, "status": "fail", "reason": "x" * 200})
+    proc = cli("diff", str(tmp_path / "base"), str(tmp_path / "new"))
+    md = proc.stdout
+    assert proc.returncode == 0 and len(md.encode()) <= 64 * 1024, len(md.encode())
+    assert md.startswith("<!-- flagos-portability-diff -->") and "**3000 regression(s).**" in md
+    shown = md.split("### Regressions")[1].count("pass → fail")
+    assert 100 < shown < 3000 and f"… {3000 - shown} more regressions" in md
