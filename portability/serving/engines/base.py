@@ -11,6 +11,21 @@ from portability.backends.base import Availability, package_version
 BACKENDS = ("torch", "flaggems")
 
 
+def throughput_figures(
+    startup: float, warmup: float, elapsed: float, requests: int, in_tokens: int, out_tokens: int
+) -> dict[str, Any]:
+    """The throughput row every engine reports: the timed batch only, start-up and warm-up apart."""
+    return {
+        "startup_s": startup,
+        "warmup_s": warmup,
+        "elapsed_s": elapsed,
+        "output_tokens": out_tokens,
+        "output_tok_s": out_tokens / elapsed,
+        "total_tok_s": (in_tokens + out_tokens) / elapsed,
+        "requests_s": requests / elapsed,
+    }
+
+
 class ServingEngine:
     name: ClassVar[str] = ""
     #: whether the engine has an OpenAI-compatible server (online latency benchmark)

@@ -12,7 +12,7 @@ from typing import Any
 
 from portability.backends.base import Availability, package_version
 from portability.serving.engines import flaggems_hook
-from portability.serving.engines.base import ServingEngine
+from portability.serving.engines.base import ServingEngine, throughput_figures
 
 MIN_TRANSFORMERS = (4, 51)
 
@@ -101,15 +101,7 @@ class HFEngine(ServingEngine):
             devices.synchronize(device)
             elapsed = time.perf_counter() - t0
         in_tokens = sum(len(p) for p in spec["prompts"])
-        return {
-            "startup_s": startup,
-            "warmup_s": warmup,
-            "elapsed_s": elapsed,
-            "output_tokens": out_tokens,
-            "output_tok_s": out_tokens / elapsed,
-            "total_tok_s": (in_tokens + out_tokens) / elapsed,
-            "requests_s": len(spec["prompts"]) / elapsed,
-        }
+        return throughput_figures(startup, warmup, elapsed, len(spec["prompts"]), in_tokens, out_tokens)
 
     def dispatched_ops(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The aten operators a short generation runs (torch backend, the spec's prompts), nested calls

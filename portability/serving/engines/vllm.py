@@ -19,7 +19,7 @@ from typing import Any
 
 from portability.backends.base import Availability, package_version
 from portability.serving.engines import flaggems_hook
-from portability.serving.engines.base import ServingEngine
+from portability.serving.engines.base import ServingEngine, throughput_figures
 
 
 def vllm_distribution() -> str | None:
@@ -112,13 +112,7 @@ class VllmEngine(ServingEngine):
         out_tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
         in_tokens = sum(len(o.prompt_token_ids) for o in outputs)
         return {
-            "startup_s": startup,
-            "warmup_s": warmup,
-            "elapsed_s": elapsed,
-            "output_tokens": out_tokens,
-            "output_tok_s": out_tokens / elapsed,
-            "total_tok_s": (in_tokens + out_tokens) / elapsed,
-            "requests_s": len(outputs) / elapsed,
+            **throughput_figures(startup, warmup, elapsed, len(outputs), in_tokens, out_tokens),
             "flaggems_processes": self._check_flaggems(spec),
         }
 
