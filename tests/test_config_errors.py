@@ -260,3 +260,18 @@ def test_a_huge_file_is_refused_before_parsing(tmp_path, capsys):
     path.write_text(GOOD_BACKEND + "# " + "x" * 1_100_000 + "\n")
     assert main(["list", "--matrix", str(path)]) == 2
     assert "bytes, expected at most 1000000" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (("--engines", "vllm,trt"), "--engines: unknown engine 'trt', expected one of vllm, vllm-fl, hf"),
+        (("--model", "qwen9"), "--model: unknown model 'qwen9', expected one of qwen3-4b, qwen3-tiny"),
+        (("--serving-only", "--no-serving"), "--no-serving and --serving-only exclude each other"),
+    ],
+)
+def test_serving_flags_are_checked_like_the_serving_block(tmp_path, cli, flags, words):
+    proc = cli("run", *flags, "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert words in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # refused before anything ran
