@@ -67,6 +67,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = build_plan(config, _filters(args, config))
     if args.serving_only:  # the cells still get their rows (and reasons); no operator case runs
         plan.cases, plan.refused = [], []
+    if args.workers is not None:
+        plan.workers = args.workers
     out = Path(args.out)
     if args.resume and not (out / "results.jsonl").exists():
         raise UsageError(
@@ -335,6 +337,16 @@ def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tags", default="", help="only operators with one of these tags")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portability", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -357,6 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=["on", "off"],
         help="vLLM CUDA graphs on (enforce_eager false) or off, overriding matrix.yaml",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="pytest-xdist workers per cell, overriding perf.workers (e.g. 8 to compile a cold GPU cache "
+        "in parallel; timings then share the device)",
     )
     run.add_argument(
         "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"

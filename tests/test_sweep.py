@@ -58,3 +58,18 @@ def test_cpu_sweep_end_to_end(tmp_path, cli):
     assert {s.get("name") for s in junit.iter("testsuite")} >= {"torch@cpu", "inductor@cpu", "flaggems@cpu"}
     summary = json.loads((out / "scorecard.json").read_text())
     assert {c["cell"] for c in summary["cells"]} == set(cells)
+
+
+def test_workers_flag_spreads_a_cell_over_xdist_workers(tmp_path, cli):
+    out = tmp_path / "run"
+    args = ("run", "--backends", "torch", "--devices", "cpu", "--ops", OPS, "--dtypes", "fp32")
+    proc = cli(*args, "--no-serving", "--workers", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    ops = [r for r in rows if r["kind"] == "op"]
+    assert ops and all(r["status"] == "pass" for r in ops)
+    assert {r["worker"] for r in ops} == {"gw0", "gw1"}  # cpu cells default to one worker
+
+    bad = cli(*args, "--workers", "0", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--workers: '0' is not a whole number >= 1" in bad.stderr
+    assert not (tmp_path / "bad").exists()
