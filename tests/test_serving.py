@@ -108,6 +108,8 @@ def test_gate_metrics_on_known_distributions():
         ({"enforce_eager": True, "cuda_graphs": True}, "contradicts cuda_graphs"),
         ({"online": "yes"}, "online is 'yes', expected true or false"),
         ({"timeouts": {"run_s": -1}}, "run_s is -1, expected a number > 0"),
+        ({"bisect_ops": "mm"}, "bisect_ops is 'mm', expected a non-empty list of FlagGems function names"),
+        ({"bisect_ops": []}, "bisect_ops is [], expected a non-empty list"),
     ],
 )
 def test_serving_block_mistakes_are_one_line_errors(tmp_path, block, words):
@@ -142,9 +144,11 @@ def test_serving_settings_defaults_and_values():
             "timeouts": {"run_s": 60, "server_start_s": 30},
             "gate": {"max_abs_logprob_diff": 0.1, "top_k": 20},
             "model": "/models/Qwen3-4B",
+            "bisect_ops": ["mm_out", "mul", "mm_out"],
         },
         error,
     )
+    assert s.bisect_ops == ["mm_out", "mul"]
     assert (s.engines, s.enforce_eager, s.concurrency, s.timeout_s, s.server_start_timeout_s) == (
         ["vllm-fl"],
         False,

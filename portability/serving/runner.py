@@ -381,15 +381,18 @@ def _step_bisect(ctx, engine, device, log, row, ref: dict[str, Any] | None) -> N
     from portability.serving.bisect import find_culprits
 
     s = ctx.s
-    probe = ctx.spec(engine.name, "torch", device, "dispatched_ops")
-    dispatched = run_worker(probe, engine.env("torch"), s.timeout_s, log).get("dispatched")
-    universe = {"mode": "flaggems_ops", "engine": engine.name, "dispatched": dispatched}
-    ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
-    if engine.name == "vllm-fl":
-        from portability.serving.engines.vllm_fl import OOT_OPS
+    if s.bisect_ops:
+        ops, what = list(s.bisect_ops), "functions named in bisect_ops"
+    else:
+        probe = ctx.spec(engine.name, "torch", device, "dispatched_ops")
+        dispatched = run_worker(probe, engine.env("torch"), s.timeout_s, log).get("dispatched")
+        universe = {"mode": "flaggems_ops", "engine": engine.name, "dispatched": dispatched}
+        ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
+        if engine.name == "vllm-fl":
+            from portability.serving.engines.vllm_fl import OOT_OPS
 
-        ops = list(dict.fromkeys([*OOT_OPS, *ops]))
-    what = "operators the model dispatches to" if dispatched is not None else "operators"
+            ops = list(dict.fromkeys([*OOT_OPS, *ops]))
+        what = "operators the model dispatches to" if dispatched is not None else "operators"
     _say(
         f"{engine.name} flaggems@{device}: bisecting {len(ops)} FlagGems {what}"
         f" (at most {s.bisect_max_runs} runs, {s.bisect_budget_s:.0f}s)"
@@ -417,9 +420,16 @@ def _step_bisect(ctx, engine, device, log, row, ref: dict[str, Any] | None) -> N
         _say(f"  bisect: {len(subset)} ops -> {'fail' if failed else 'pass'}")
         return failed
 
+    if s.bisect_ops and not fails(ops):  # the search assumes its whole set fails: a named set must show it
+        row["bisect"] = {"runs": 1, "complete": True, "ops": len(ops)}
+        named = ", ".join(ops)
+        row["reason"] += f"; FlagGems on for bisect_ops alone ({named}) passes: culprits are elsewhere"
+        _say(f"{engine.name} flaggems@{device}: bisect_ops alone pass, culprits are elsewhere")
+        return
     result = find_culprits(ops, fails, s.bisect_max_runs, s.bisect_budget_s)
     row["culprits"] = result.culprits
-    row["bisect"] = {"runs": result.runs, "complete": result.complete, "ops": len(ops)}
+    runs = result.runs + (1 if s.bisect_ops else 0)  # the check that the named set fails
+    row["bisect"] = {"runs": runs, "complete": result.complete, "ops": len(ops)}
     suffix = "" if result.complete else f" (run/time budget spent: {len(result.culprits)} suspects left)"
     row["reason"] = f"{row['reason']}; culprits: {', '.join(result.culprits)}{suffix}"
     _say(f"{engine.name} flaggems@{device}: culprits {result.culprits}{suffix}")

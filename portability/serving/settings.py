@@ -37,6 +37,7 @@ KEYS = (
     "bisect",
     "bisect_max_runs",
     "bisect_budget_s",
+    "bisect_ops",
     "seed",
 )
 GATE_KEYS = ("max_abs_logprob_diff", "mean_kl", "prompts", "prompt_len", "top_k", "dtype")
@@ -82,6 +83,9 @@ class ServingSettings:
     bisect_max_runs: int = 24
     #: wall-clock budget of one bisection: past it the smallest failing subset seen is reported
     bisect_budget_s: float = 1800.0
+    #: search only these FlagGems functions (e.g. an earlier bisection's suspects); empty: every
+    #: FlagGems function registered for the operators the model runs
+    bisect_ops: list[str] = field(default_factory=list)
     seed: int = 0
 
     @property
@@ -224,6 +228,11 @@ def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | N
         s.timeout_s = v
     if (v := _positive_number(block, "bisect_budget_s", error)) is not None:
         s.bisect_budget_s = v
+    if "bisect_ops" in block:
+        ops = block["bisect_ops"]
+        if not isinstance(ops, list) or not ops or not all(isinstance(o, str) and o for o in ops):
+            error(("bisect_ops",), f"bisect_ops is {ops!r}", "a non-empty list of FlagGems function names")
+        s.bisect_ops = list(dict.fromkeys(ops))
     timeouts = _mapping(block, "timeouts", TIMEOUT_KEYS, error)
     if (v := _positive_number(timeouts, "run_s", error, ("timeouts",))) is not None:
         s.timeout_s = v
