@@ -14,7 +14,12 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # e.g. an unpacked vLLM bundle
 fi
-export FLAGGEMS_CACHE_DIR=/tmp/cache/flaggems PYTHONUNBUFFERED=1
+# Triton's kernel cache under /tmp too: the box keeps /tmp while warm, so a second call reuses the
+# kernels the first compiled (the warm-cache sweep), and nothing is written outside /tmp. FlagGems'
+# own tuner keeps its choices in FLAGGEMS_CACHE_DIR; TRITON_CACHE_AUTOTUNING keeps those of kernels
+# that use plain triton.autotune.
+export FLAGGEMS_CACHE_DIR=/tmp/cache/flaggems TRITON_CACHE_DIR=/tmp/cache/triton TRITON_CACHE_AUTOTUNING=1
+export PYTHONUNBUFFERED=1
 mkdir -p "$FLAGGEMS_CACHE_DIR"
 # The carried cache seeds an empty one only: a later call on the same warm box keeps what it has learnt.
 [ -f .gpu/flaggems-cache.tgz ] && [ -z "$(ls -A "$FLAGGEMS_CACHE_DIR")" ] && tar xzf .gpu/flaggems-cache.tgz -C /tmp/cache
@@ -30,10 +35,11 @@ timeout -k 10 "${RUN_TIMEOUT:-540}" python3 -m portability run --out "$run_dir" 
 rc=$?
 [ $rc -ne 0 ] && python3 -m portability scorecard "$run_dir" >/dev/null  # a cut run still gets a scorecard
 if [ -n "${OUT:-}" ]; then
-  for f in results.jsonl scorecard.md scorecard.json junit.xml run.json plan.json; do
+  for f in results.jsonl scorecard.md scorecard.json junit.xml run.json plan.json coverage.json; do
     [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/"
   done
   tar czf "$OUT/logs.tgz" -C "$run_dir" logs 2>/dev/null
   tar czf "$OUT/flaggems-cache.tgz" -C /tmp/cache flaggems 2>/dev/null
+  du -sh /tmp/cache/* > "$OUT/cache-sizes.txt" 2>/dev/null
 fi
 exit $rc
