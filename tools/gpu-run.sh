@@ -34,12 +34,13 @@ resume=(); [ -f "$run_dir/results.jsonl" ] && resume=(--resume)
 timeout -k 10 "${RUN_TIMEOUT:-540}" python3 -m portability run --out "$run_dir" "${resume[@]}" "$@"
 rc=$?
 [ $rc -ne 0 ] && python3 -m portability scorecard "$run_dir" >/dev/null  # a cut run still gets a scorecard
+# The device tool brings back at most 8 files: the two read most, and the rest of the run in one archive.
 if [ -n "${OUT:-}" ]; then
-  for f in results.jsonl scorecard.md scorecard.json junit.xml run.json plan.json coverage.json; do
+  for f in results.jsonl scorecard.md; do
     [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/"
   done
-  tar czf "$OUT/logs.tgz" -C "$run_dir" logs 2>/dev/null
+  du -sh /tmp/cache/* > "$run_dir/cache-sizes.txt" 2>/dev/null
+  tar czf "$OUT/run.tgz" -C "$run_dir" --exclude=results.jsonl --exclude=scorecard.md . 2>/dev/null
   tar czf "$OUT/flaggems-cache.tgz" -C /tmp/cache flaggems 2>/dev/null
-  du -sh /tmp/cache/* > "$OUT/cache-sizes.txt" 2>/dev/null
 fi
 exit $rc
