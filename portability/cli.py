@@ -75,6 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run"
         )
     _print_cells(plan.cells)
+    out.mkdir(parents=True, exist_ok=True)
+    if any(c.adapter == "flaggems" for c in plan.cells):
+        _write_coverage(out)  # first: a run cut short still says what the catalog covers
     run_plan(plan, out, resume=args.resume)
     stopped = None
     if config.serving and not args.no_serving:
@@ -87,8 +90,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"serving stopped by {exc}: scorecard of what was measured follows\n")
     elif args.serving_only:
         sys.stderr.write(f"--serving-only: {config.path} has no serving block, nothing was served\n")
-    if any(c.adapter == "flaggems" for c in plan.cells):
-        _write_coverage(out)
     write_run_info(out, sys.argv[1:], config.path, started)
     paths = write_scorecard(out)
     from portability.report import TREND_FILE, append_trend
