@@ -357,6 +357,25 @@ def test_vllm_serves_qwen3_tiny_on_cpu_throughput_latency_and_gate(tmp_path, mon
     assert not (_engine_core_pids(tmp_path / "cache") - {os.getpid()}), "a serving process outlived its run"
 
 
+@pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed here")
+def test_vllm_fl_platform_check_names_the_fallback_platform():
+    """vLLM falls back to its own platform when vllm-plugin-FL's register() fails (or, as here, the plugin
+    is absent): the vllm-fl engine's check must say so, naming the platform vLLM really uses (CPU here)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "from portability.serving.engines.vllm_fl import fl_platform_error; print(fl_platform_error())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VLLM_PLUGINS": "fl"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reason = done.stdout.strip().splitlines()[-1]
+    assert "vllm-plugin-FL did not activate" in reason and "CpuPlatform" in reason, done.stdout
+
+
 HF_MATRIX = """
 version: 1
 backends:

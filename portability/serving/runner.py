@@ -47,6 +47,12 @@ METRIC_FIELDS = (
 )
 
 
+# Errors that say FlagGems (or vllm-plugin-FL) never came on: every subset would fail the same way, so
+# bisecting them would name a wrong culprit. Phrases of the engines' own messages (the worker's error text
+# is all that crosses the process boundary).
+SET_UP_FAILURES = ("FlagGems was not switched on", "vllm-plugin-FL did not activate")
+
+
 def _say(text: str) -> None:
     sys.stderr.write(f"== serving {text}\n")
     sys.stderr.flush()
@@ -272,7 +278,8 @@ def _serve_cell(ctx, engine, backend, device, mode, row, native, references) -> 
             row.update(status=online_failed.status, reason=why)
     except RunFailed as exc:
         row.update(status=exc.status, reason=str(exc)[-2000:])
-        if backend == "flaggems" and settings.bisect and exc.status in ("error", "crash"):
+        set_up = any(phrase in str(exc) for phrase in SET_UP_FAILURES)
+        if backend == "flaggems" and settings.bisect and exc.status in ("error", "crash") and not set_up:
             try:
                 _step_bisect(ctx, engine, device, log, row, None)  # the engine crashed or raised
             except RunFailed as again:
