@@ -19,6 +19,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from portability import native_check
 from portability.results import FAILING, STATUSES, latest_by_id, read_results
 
 MAX_COMMENT_BYTES = 64 * 1024
@@ -90,6 +91,9 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
     by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in ops_rows:
         by_cell[r["cell"]].append(r)
+    # failures that torch@<same device> shares are flagged (native_also_fails), never dropped
+    failures = native_check.annotate([r for r in ops_rows if r["status"] in FAILING], ops_rows)
+    native = native_check.tally(failures)
     summary = []
     for cell_id in sorted(set(cells) | set(by_cell)):
         meta = cells.get(cell_id, {})
@@ -122,6 +126,7 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
                 else None,
                 "compile_s": round(sum(r.get("compile_s") or 0 for r in rs), 2),
                 "not_run": sum(not_run[cell_id].values()),
+                "native_check": native.get(cell_id),
                 "versions": meta.get("versions")
                 or next((r.get("versions") for r in rs if r.get("versions")), {}),
             }
@@ -146,7 +151,6 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
                 cell_id, {"counts": {}, "cases": 0, "geomean_speedup": None, "verdict": "skip"}
             )
             entry["not_run"] = n
-    failures = [r for r in ops_rows if r["status"] in FAILING]
     serving = [r for r in latest if r.get("kind") == "serving"]
     return {"cells": summary, "grid": grid, "failures": failures, "serving": serving, "not_run": len(missing)}
 
@@ -195,6 +199,17 @@ def _fit_table(rows: list[list[Any]], headers: list[str], budget: int, what: str
         table = tabulate(rows[:keep], headers=headers, tablefmt="github")
         table += f"\n\n_… {len(rows) - keep} more {what} in scorecard.json._"
     return table
+
+
+def _lines_within(lines: list[str], budget: int) -> list[str]:
+    """The leading `lines` whose total size (one newline each) stays within `budget` bytes."""
+    kept: list[str] = []
+    for line in lines:
+        budget -= len(line.encode()) + 1
+        if budget < 0:
+            break
+        kept.append(line)
+    return kept
 
 
 def render_markdown(
@@ -277,6 +292,15 @@ def render_markdown(
         "cells",
     )
     sections = [*head, verdict, "", "### Cells", "", summary, ""]
+    native = [
+        native_check.summary_line(c["cell"], c["native_check"], md_text)
+        for c in data["cells"]
+        if c.get("native_check")
+    ]
+    if native:  # one line per cell, at most a sixteenth of the comment
+        kept_native = _lines_within(native, limit // 16)
+        more = len(native) - len(kept_native)
+        sections += [*kept_native, *([f"- … {more} more cells in scorecard.json"] if more else []), ""]
     if data.get("serving"):
         try:
             from portability.serving import render_serving_table
@@ -313,7 +337,9 @@ def render_markdown(
     grid = tabulate(grid_rows, headers=["operator", *[md_text(c, 40) for c in cells]], tablefmt="github")
     fail_lines = [
         f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
-        f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}** — {md_text(r.get('reason'))}"
+        f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}**"
+        + (f" ({native_check.TAG})" if r.get(native_check.FIELD) else "")
+        + f" — {md_text(r.get('reason'))}"
         + (
             f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
             if isinstance(r.get("max_abs_err"), (int, float))
@@ -346,13 +372,7 @@ def render_markdown(
             "comment: see scorecard.json._\n"
         )
     if fail_lines:
-        budget = limit - len(text.encode()) - 300
-        kept: list[str] = []
-        for line in fail_lines:
-            if budget - len(line.encode()) - 1 < 0:
-                break
-            kept.append(line)
-            budget -= len(line.encode()) + 1
+        kept = _lines_within(fail_lines, limit - len(text.encode()) - 300)
         more = len(fail_lines) - len(kept)
         text += f"\n<details><summary>Failing cases ({len(fail_lines)})</summary>\n\n" + "\n".join(kept)
         text += (f"\n- … {more} more in scorecard.json\n" if more else "\n") + "\n</details>\n"
