@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +28,11 @@ def _import_flag_gems() -> Any:
     global _IMPORT_ERROR
     if _IMPORT_ERROR is not None:
         raise ImportError(_IMPORT_ERROR)
+    # FlagGems keeps its own tuner's choices on disk (FLAGGEMS_CACHE_DIR), but its kernels that use plain
+    # triton.autotune re-benchmark in every new process unless Triton caches them too (seen on an H100:
+    # 391 s of first calls in a sweep whose kernels were all compiled already). Read when FlagGems
+    # builds its autotuners, at import; a user's own setting wins.
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")
     try:
         return importlib.import_module("flag_gems")
     except ModuleNotFoundError as exc:

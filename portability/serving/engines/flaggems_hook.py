@@ -28,6 +28,7 @@ def enable_from_env() -> list[str] | None:
     global _done
     if os.environ.get("PORTABILITY_FLAGGEMS") != "1" or _done:
         return None
+    os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")  # as backends/flaggems.py: tuning survives restarts
     import flag_gems
 
     include = os.environ.get("PORTABILITY_FLAGGEMS_INCLUDE")
