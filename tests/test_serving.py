@@ -19,8 +19,8 @@ from portability.serving import model_config_dir
 from portability.serving.bisect import find_culprits
 from portability.serving.checkpoint import parameter_shapes, synthetic_checkpoint
 from portability.serving.gate import compare_logprobs, dense_to_positions, verdict
-from portability.serving.runner import render_serving_table
 from portability.serving.settings import ServingSettings, validate_serving
+from portability.serving.table import render_serving_table
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
