@@ -144,6 +144,8 @@ def test_failures_native_torch_shares_are_flagged_not_reclassified(tmp_path):
         op_row("torch@cuda", "aten.topk", "s3", "crash", reason="worker died"),
         op_row("flaggems@cuda", "aten.topk", "s3", "crash", reason="worker died"),  # not a wrong result
         op_row("flaggems@npu", "aten.cumsum", "s0 5x5x5", "fail", **fail),  # another device: no baseline
+        op_row("torch@cuda", "aten.var", "s4", "error", reason="TypeError"),  # native gave no values
+        op_row("flaggems@cuda", "aten.var", "s4", "fail", **fail),  # so nothing to compare with
     ]
     writer = ResultWriter(tmp_path / "results.jsonl")
     for row in rows:
@@ -151,28 +153,29 @@ def test_failures_native_torch_shares_are_flagged_not_reclassified(tmp_path):
     paths = write_scorecard(tmp_path)
     data = json.loads(paths["json"].read_text())
     failures = {f["id"]: f for f in data["failures"]}
-    assert len(failures) == 7  # every failure is still listed: an annotation, not a filter
+    assert len(failures) == 9  # every failure is still listed: an annotation, not a filter
     assert failures["flaggems@cuda::aten.cumsum::s0 5x5x5::fp32"]["native_also_fails"] is True
     assert failures["flaggems@cuda::aten.softmax::s1::fp32"]["native_also_fails"] is False
     for case_id in (
         "flaggems@cuda::aten.exp::s2::fp32",
+        "flaggems@cuda::aten.var::s4::fp32",
         "flaggems@cuda::aten.topk::s3::fp32",
         "flaggems@npu::aten.cumsum::s0 5x5x5::fp32",
         "torch@cuda::aten.cumsum::s0 5x5x5::fp32",
     ):
         assert "native_also_fails" not in failures[case_id], case_id
     cells = {c["cell"]: c for c in data["cells"]}
-    assert cells["flaggems@cuda"]["counts"] == {"fail": 3, "crash": 1}
+    assert cells["flaggems@cuda"]["counts"] == {"fail": 4, "crash": 1}
     assert cells["flaggems@cuda"]["native_check"] == {
         "baseline": "torch@cuda",
         "compared": 2,
         "also_fail": 1,
-        "no_native_row": 1,
+        "no_native_row": 2,
     }
     assert cells["flaggems@npu"]["native_check"] is None and cells["torch@cuda"]["native_check"] is None
 
     md = paths["markdown"].read_text().replace("\u200b", "")  # md_text breaks "@" with a zero-width space
-    assert "**7 failing case(s).**" in md  # the verdict counts as before
+    assert "**9 failing case(s).**" in md  # the verdict counts as before
     lines = md.splitlines()
     both = next(line for line in lines if line.startswith("- `flaggems@cuda` aten.cumsum"))
     only = next(line for line in lines if line.startswith("- `flaggems@cuda` aten.softmax"))
@@ -182,6 +185,6 @@ def test_failures_native_torch_shares_are_flagged_not_reclassified(tmp_path):
     assert (
         "- `flaggems@cuda`: 1 of 2 wrong-result failures also fail on `torch@cuda` (the native baseline): "
         "suspect the spec or tolerance, not the backend. "
-        "1 more not compared (no pass/fail row on `torch@cuda`)."
+        "2 more not compared (no pass/fail row on `torch@cuda`)."
     ) in lines
     assert not any(line.startswith(("- `flaggems@npu`:", "- `torch@cuda`:")) for line in lines)
