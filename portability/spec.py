@@ -272,6 +272,9 @@ class OpSpec:
     # running statistics); every other input must be left as it was
     upcast: bool = True  # False: the reference runs in the case dtype (comparisons against Python scalars,
     # where upcasting the tensor but not the scalar changes which elements compare equal)
+    unspecified_if_empty: tuple[int, ...] = ()  # output positions the op's contract leaves undefined when
+    # the reference returns them empty (batch norm's saved statistics in eval mode: empty on the CPU,
+    # C-sized on CUDA); any value is accepted there
 
     @property
     def op_kind(self) -> str:

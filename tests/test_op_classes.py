@@ -38,7 +38,7 @@ def class_rows(tmp_path_factory) -> dict[str, list[dict]]:
 
 
 def test_every_planted_good_implementation_passes_and_every_bad_one_fails(class_rows):
-    assert len(class_rows) == 22
+    assert len(class_rows) == 25
     for op, rows in class_rows.items():
         want = "pass" if op.startswith("good_") else "fail"
         assert {r["status"] for r in rows} == {want}, (op, rows)
@@ -60,6 +60,8 @@ def test_every_planted_good_implementation_passes_and_every_bad_one_fails(class_
         ("bad_topk_indices", "indices do not point at the returned values"),
         ("bad_unique_counts", "counts differ"),
         ("bad_nonzero_missing_row", "shape (141, 2) != reference (142, 2)"),
+        ("bad_batch_norm_eval_output", "element(s) outside atol"),
+        ("bad_batch_norm_train_stats", "element(s) outside atol"),
     ],
 )
 def test_each_contract_violation_is_named_in_the_reason(class_rows, op, reason):

@@ -52,6 +52,32 @@ def _topk_off_by_one(x):
     return values, (idx + 1) % x.shape[-1]
 
 
+def _batch_norm(training: bool):
+    def call(x, w, b, mean, var):
+        return torch.ops.aten.native_batch_norm(x, w, b, mean, var, training, 0.1, 1e-5)
+
+    return call
+
+
+def _bn_eval_sized_stats(x, w, b, mean, var):
+    """Eval mode as CUDA returns it: the saved statistics C-sized where the CPU returns them empty."""
+    out, _, _ = _batch_norm(False)(x, w, b, mean, var)
+    return out, torch.zeros(x.shape[1]), torch.ones(x.shape[1])
+
+
+def _bn_eval_wrong_output(x, w, b, mean, var):
+    out, saved_mean, saved_invstd = _bn_eval_sized_stats(x, w, b, mean, var)
+    return out * 1.1, saved_mean, saved_invstd
+
+
+def _bn_train_wrong_stats(x, w, b, mean, var):
+    out, saved_mean, saved_invstd = _batch_norm(True)(x, w, b, mean, var)
+    return out, saved_mean + 1.0, saved_invstd
+
+
+BATCH_NORM = [Case("3x2x4", T(3, 2, 4), T(2), T(2), T(2), T(2, low=0.5, high=2.0))]
+
+
 def _unique_reversed(x):
     values, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True)
     n = values.numel()
@@ -175,6 +201,32 @@ _SPECS = [
     OpSpec("bad_topk_indices", _topk_off_by_one, **TOPK),
     OpSpec("good_unique_any_order", _unique_reversed, **UNIQUE),
     OpSpec("bad_unique_counts", _unique_wrong_counts, **UNIQUE),
+    # eval mode leaves the saved statistics unspecified when the reference returns them empty
+    OpSpec(
+        "good_batch_norm_eval_sized_stats",
+        _bn_eval_sized_stats,
+        ref=_batch_norm(False),
+        cases=BATCH_NORM,
+        dtypes=F32,
+        unspecified_if_empty=(1, 2),
+    ),
+    OpSpec(
+        "bad_batch_norm_eval_output",
+        _bn_eval_wrong_output,
+        ref=_batch_norm(False),
+        cases=BATCH_NORM,
+        dtypes=F32,
+        unspecified_if_empty=(1, 2),
+    ),
+    OpSpec(
+        "bad_batch_norm_train_stats",
+        _bn_train_wrong_stats,
+        ref=_batch_norm(True),
+        cases=BATCH_NORM,
+        dtypes=F32,
+        writes=(3, 4),
+        unspecified_if_empty=(1, 2),
+    ),
     OpSpec(
         "good_nonzero_any_order",
         lambda x: torch.nonzero(x).flip(0),
