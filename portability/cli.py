@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -69,6 +70,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         plan.cases, plan.refused = [], []
     if args.workers is not None:
         plan.workers = args.workers
+    if args.case_timeout is not None:
+        plan.timeout_s = args.case_timeout
     out = Path(args.out)
     if args.resume and not (out / "results.jsonl").exists():
         raise UsageError(
@@ -348,6 +351,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds > 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portability", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -377,6 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="pytest-xdist workers per cell, overriding perf.workers (e.g. 8 to compile a cold GPU cache "
         "in parallel; timings then share the device)",
+    )
+    run.add_argument(
+        "--case-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="seconds one case may take, compile and autotune included, overriding perf.timeout_s (a warm "
+        "cache needs far less than a cold one: a case still running then is reported as a timeout)",
     )
     run.add_argument(
         "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"

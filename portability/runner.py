@@ -155,8 +155,11 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
         str(n),
         "--max-worker-restart",
         "100000",
+        # worksteal, not load: a case that hangs until its timeout keeps no queue of other cases on its
+        # worker; idle workers take them (all but pytest's `nextitem`). Seen on an H100: one FlagGems
+        # case that never returned held its worker's cases back for the whole 300 s.
         "--dist",
-        "load",
+        "worksteal",
         f"--timeout={plan.timeout_s:g}",
         "--timeout-method=thread",
         "-q",

@@ -133,6 +133,31 @@ def test_resume_after_kill_9_loses_and_duplicates_nothing(tmp_path):
     assert all(r["status"] == "pass" for r in after if r["kind"] == "op")
 
 
+def test_a_hung_case_holds_up_at_most_the_case_after_it(tmp_path, cli):
+    """One case of forty hangs until its timeout. The others must not wait behind it in the hung worker's
+    queue (on the H100, one FlagGems case that never returned held a queue of cases for 300 s): idle
+    workers take them over. Only the one case pytest has already taken as `nextitem` must wait."""
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "backends:\n  hang-one: {adapter: 'tests/fault_adapters/hang_one.py:HangOnOneCaseAdapter', "
+        "devices: [cpu], dtypes: [fp32]}\n"
+        "operators: {include: [planted_many]}\n"
+        "perf: {warmup: 1, repetitions: 3, budget_s: 0.02, timeout_s: 3600}\n"
+    )
+    out = tmp_path / "run"
+    args = ("--out", str(out), "--workers", "2", "--case-timeout", "15")  # overrides the hour
+    proc = cli("run", "--matrix", str(matrix), *args, env=SPECS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ops = [r for r in rows_of(out) if r["kind"] == "op"]
+    hung = [r for r in ops if r["case"] == "vector 96"]
+    others = [r for r in ops if r["case"] != "vector 96"]
+    assert [r["status"] for r in hung] == ["timeout"] and len(others) == 39
+    assert hung[0]["duration_s"] < 60 and "timeout 15s" in hung[0]["reason"]
+    assert {r["status"] for r in others} == {"pass"}
+    late = [r["case"] for r in others if r["time"] > hung[0]["time"]]
+    assert len(late) <= 1, f"{len(late)} cases waited for the hung case's timeout: {late}"
+
+
 def test_a_case_that_cannot_fit_in_memory_is_refused_at_plan_time_with_the_figure(tmp_path, cli):
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(

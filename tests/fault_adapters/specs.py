@@ -20,6 +20,13 @@ SPECS = [
         cases=[Case(f"square {n}", T(n, n)) for n in range(96, 96 + 16 * 12, 16)],
         dtypes=("fp32",),
     ),
+    # Forty cheap cases; tests/fault_adapters/hang_one.py hangs on the first (a hung worker's queue).
+    OpSpec(
+        "planted_many",
+        lambda x: x + 1,
+        cases=[Case(f"vector {n}", T(n)) for n in range(96, 136)],
+        dtypes=("fp32",),
+    ),
     # 2^20 x 2^20 floats (4 TiB of input): must be refused at plan time, never allocated.
     OpSpec("planted_huge", lambda x: x + 1, cases=[Case("4 TiB", T(1 << 20, 1 << 20))], dtypes=("fp32",)),
 ]
