@@ -8,8 +8,13 @@
 set -uo pipefail
 run_dir=${1:?usage: tools/gpu-run.sh RUN_DIR [args...]}; shift
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    || exit 1
+  # Installed once per set of wheels: a second run started beside the first must not rewrite packages
+  # the first is importing.
+  marker=/tmp/site/.wheels-$(ls .whl/*.whl | md5sum | cut -c1-12)
+  if [ ! -f "$marker" ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+      .whl/*.whl && touch "$marker" || exit 1
+  fi
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # e.g. an unpacked vLLM bundle
