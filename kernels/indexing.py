@@ -91,11 +91,13 @@ SPECS = [
     ),
     OpSpec(
         "topk",
-        lambda x: torch.topk(x, 50, dim=-1),
+        lambda x, k: torch.topk(x, k, dim=-1),
         cases=[
-            Case("top-50 of logits 8x151936", T(8, VOCAB, **LOGITS)),
-            Case("top-50 of 1x151936", T(1, VOCAB, **LOGITS)),
-            Case("ties 4x100", T(4, 100, kind="ties", low=0, high=5)),
+            Case("top-50 of logits 8x151936", T(8, VOCAB, **LOGITS), 50),
+            Case("top-50 of 1x151936", T(1, VOCAB, **LOGITS), 50),
+            # vLLM's prompt logprobs in the serving gate: 2 prompts x 63 positions, top-256
+            Case("top-256 of 63x151936", T(63, VOCAB, **LOGITS), 256),
+            Case("ties 4x100", T(4, 100, kind="ties", low=0, high=5), 50),
         ],
         flaggems=("topk",),
         tags=(*QWEN, "sampling", "smoke"),
