@@ -15,8 +15,9 @@ def binary_cases(**rng: float) -> list[Case]:
         Case("decode 8x2560", T(8, HIDDEN, **rng), T(8, HIDDEN, **rng)),
         Case("prefill 512x2560", T(512, HIDDEN, **rng), T(512, HIDDEN, **rng)),
         Case("broadcast 512x2560 * 2560", T(512, HIDDEN, **rng), T(HIDDEN, **rng)),
-        # Qwen3RMSNorm's `self.weight * hidden_states` on a 16x512 prefill: the broadcast operand first.
-        # FlagGems 5.0.2's Hopper `mul` crashed transformers' Qwen3-4B here (illegal memory access).
+        # Qwen3RMSNorm on a 16x512 prefill: `hidden * rsqrt(variance)`, then `weight * hidden`. FlagGems
+        # 5.0.2's Hopper `mul` crashed transformers' Qwen3-4B in one of them (illegal memory access).
+        Case("norm scale 16x512x2560 * 16x512x1", T(16, 512, HIDDEN, **rng), T(16, 512, 1, **rng)),
         Case("norm weight 2560 * 16x512x2560", T(HIDDEN, **rng), T(16, 512, HIDDEN, **rng)),
         Case("transposed 33x65", T(33, 65, **rng), T(33, 65, layout="transposed", **rng)),
         Case("empty", T(0, 8, **rng), T(0, 8, **rng)),
