@@ -18,7 +18,7 @@ from portability.registry import is_adapter_reference
 from portability.serving import model_config_dir
 from portability.serving.bisect import find_culprits
 from portability.serving.checkpoint import parameter_shapes, synthetic_checkpoint
-from portability.serving.gate import compare_logprobs, dense_to_positions, verdict
+from portability.serving.gate import compare_logprobs, dense_to_positions, resolve_top_k, verdict
 from portability.serving.settings import ServingSettings, validate_serving
 from portability.serving.table import render_serving_table
 
@@ -93,6 +93,23 @@ def test_gate_metrics_on_known_distributions():
     approx = compare_logprobs(dense_to_positions(big, 16, toks), dense_to_positions(near, 16, toks), toks)
     assert approx["mean_kl"] == pytest.approx(exact["mean_kl"], rel=0.5)
     assert approx["max_abs_logprob_diff"] == pytest.approx(exact["max_abs_logprob_diff"])
+
+
+def test_gate_default_top_k_at_qwen3_vocabulary_still_tells_a_wrong_model():
+    vocab = 151936
+    assert resolve_top_k(0, vocab) == 20  # vLLM's default max_logprobs, not 256 (see gate.py)
+    assert resolve_top_k(0, 1000) == 1000 and resolve_top_k(256, vocab) == 256
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 8, vocab, generator=g)
+    toks = [torch.randint(0, vocab, (9,), generator=g).tolist()]
+    k = resolve_top_k(0, vocab)
+
+    def gate(other: torch.Tensor) -> tuple[str, str]:
+        ref, got = (dense_to_positions(torch.log_softmax(x, -1), k, toks) for x in (logits, other))
+        return verdict(compare_logprobs(ref, got, toks), 0.05, 1e-3)
+
+    assert gate(logits + 1e-4 * torch.randn(logits.shape, generator=g))[0] == "pass"  # rounding-sized
+    assert gate(logits * 1.2)[0] == "fail"  # a kernel that scales the logits
 
 
 @pytest.mark.parametrize(

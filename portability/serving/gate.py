@@ -15,10 +15,18 @@ from typing import Any
 Position = tuple[list[int], list[float]]
 
 
+# Logprobs per position when matrix.yaml's gate.top_k is 0 and the vocabulary is too large to return whole:
+# vLLM's own default max_logprobs. The KL then has a rest-of-vocabulary bucket (see the module docstring);
+# max |Δlogprob| of the actual tokens is exact at any k. Not more: with FlagGems on, vLLM's `topk` over
+# Qwen3's 151,936 logits at k=256 gave no result in 240 s on an H100 (k=20: 37 s of first-call tuning),
+# so the gate measured the logprob plumbing, not the model (docs/scorecards/h100-serving-vllm-2026-11-25).
+LARGE_VOCAB_TOP_K = 20
+
+
 def resolve_top_k(top_k: int, vocab: int) -> int:
     if top_k:
         return min(top_k, vocab)
-    return vocab if vocab <= 32768 else 256
+    return vocab if vocab <= 32768 else LARGE_VOCAB_TOP_K
 
 
 def compare_logprobs(
