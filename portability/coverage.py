@@ -1,7 +1,10 @@
 """Operator coverage, measured: which aten overloads FlagGems registers, and which our catalog exercises.
 
-Registered overloads are read from the installed flag_gems package's source (its `_FULL_CONFIG` table),
-so this works on a host where FlagGems cannot initialise (no supported device). Exercised overloads are
+Registered overloads come from FlagGems' live registry where it initialises (a GPU box): a fresh
+interpreter runs `flag_gems.enable()` with a registrar that records each registration instead of making
+it, so the vendor's own exclusions and conditions apply. Where FlagGems cannot initialise (no supported
+device, e.g. a CPU-only host) they are read from the installed package's source (its `_FULL_CONFIG`
+table), and the result says which of the two it used and why. Exercised overloads are
 recorded, not claimed: each spec's smallest case runs on the CPU, called exactly as the harness calls it
 (in-place, out=, backward through autograd, random under a seed), under an `OverloadRecorder` that logs
 the registered aten overloads the call reaches. An overload counts as covered when a spec that routes
@@ -14,6 +17,10 @@ from __future__ import annotations
 import ast
 import contextlib
 import importlib.util
+import json
+import re
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +48,57 @@ def flag_gems_registry() -> list[tuple[str, str]]:
                 if isinstance(key, ast.Constant) and isinstance(fn, ast.Name):
                     pairs.append((key.value, fn.id))
     return pairs
+
+
+# Run in a fresh interpreter: importing flag_gems initialises the device and FlagGems' global registrar,
+# which neither the process that orchestrates a run nor the CPU-side dispatch below should carry.
+_LIVE_REGISTRY = r"""
+import json, flag_gems
+from flag_gems.runtime.register import Register
+
+class Recorder(Register):  # the vendor's filtering, nothing registered
+    def register_impl(self, key, fn):
+        self.all_keys.append(key)
+        self.all_ops.append(getattr(fn, "__name__", str(fn)))
+
+flag_gems.enable(registrar=Recorder)
+reg = flag_gems.current_work_registrar
+pairs = list(zip(reg.get_all_keys(), reg.get_all_ops()))
+print(json.dumps({"pairs": pairs, "vendor": reg.get_vendor_name()}), flush=True)
+"""
+
+
+@dataclass
+class Registry:
+    pairs: list[tuple[str, str]]  # (aten overload key, FlagGems function name)
+    source: str  # "live" or "package"
+    note: str  # the vendor of a live registry, or why the package's table was read instead
+
+
+def read_registry(timeout_s: float = 300.0) -> Registry:
+    """FlagGems' live registry on this host if it initialises here, else the installed package's table.
+    Raises ModuleNotFoundError when flag_gems is not installed at all."""
+    table = flag_gems_registry()
+    cmd = [sys.executable, "-c", _LIVE_REGISTRY]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return Registry(table, "package", f"flag_gems did not initialise within {timeout_s:g}s")
+    if proc.returncode != 0:
+        why = _exception_text(proc.stderr) or f"exit status {proc.returncode}"
+        return Registry(table, "package", f"flag_gems cannot initialise on this host ({why})")
+    live = json.loads(proc.stdout.strip().splitlines()[-1])
+    names = dict(table)  # the function names as the package spells them (and the specs' flaggems=)
+    pairs = [(key, names.get(key, fn)) for key, fn in live["pairs"]]
+    return Registry(pairs, "live", f"vendor {live['vendor']}")
+
+
+def _exception_text(stderr: str) -> str:
+    """The last exception of a traceback, its message lines joined (FlagGems' span several)."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)]
+    tail = lines[starts[-1] :] if starts else lines[-1:]
+    return " ".join(" ".join(tail).split())[:300]
 
 
 def aten_overload(key: str) -> torch._ops.OpOverload | None:
@@ -147,6 +205,8 @@ class Coverage:
     covered: dict[str, list[str]] = field(default_factory=dict)  # overload -> specs that exercise it
     fused: list[str] = field(default_factory=list)  # specs routed to a FlagGems function outside aten
     broken: dict[str, str] = field(default_factory=dict)  # specs that raised on the CPU: why
+    registry: str = "package"  # where `registered` was read: "live" or "package" (see read_registry)
+    registry_note: str = ""
 
     @property
     def uncovered(self) -> list[str]:
@@ -167,11 +227,15 @@ def _exists(key: str) -> bool:
 
 
 def measure() -> Coverage:
-    registry = flag_gems_registry()
+    registry = read_registry()
     by_function: dict[str, set[str]] = {}
-    for key, fn in registry:
+    for key, fn in registry.pairs:
         by_function.setdefault(fn, set()).add(key)
-    result = Coverage(registered=sorted({k for k, _ in registry}))
+    result = Coverage(
+        registered=sorted({k for k, _ in registry.pairs}),
+        registry=registry.source,
+        registry_note=registry.note,
+    )
     for spec in load_catalog().values():
         routed = (
             set().union(*(by_function.get(fn, set()) for fn in spec.flaggems)) if spec.flaggems else set()
@@ -195,6 +259,8 @@ def measure() -> Coverage:
 def to_json(cov: Coverage) -> dict:
     return {
         "registered": len(cov.registered),
+        "registry": cov.registry,
+        "registry_note": cov.registry_note,
         "covered": len(cov.covered),
         "covered_by": cov.covered,
         "uncovered": cov.uncovered,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import torch
 from conftest import flag_gems_installed
 
 
@@ -34,6 +36,23 @@ def test_coverage_counts_registered_overloads_and_what_the_catalog_dispatches_to
     cpu_less = {"_conv_depthwise2d", "_flash_attention_forward", "max_pool2d_backward", "copysign"}
     assert set(data["uncovered"]) - set(data["absent_from_torch"]) <= cpu_less
     assert {"scaled_softmax_forward", "nll_loss_nd_forward"} <= set(data["absent_from_torch"])
+    if not torch.cuda.is_available():  # FlagGems cannot initialise here: its package's table, and why
+        assert data["registry"] == "package"
+        assert data["registry_note"].startswith("flag_gems cannot initialise on this host (RuntimeError: ")
+
+
+def test_where_flag_gems_initialises_coverage_reads_its_live_registry_with_the_vendors_exclusions():
+    """tests/stub_flag_gems stands in for flag_gems on a vendor that initialises and declares `abs` unused:
+    the live registry has 3 of the table's 4 overloads, and the catalog covers all 3."""
+    from conftest import ROOT, run_cli
+
+    stub = ROOT / "tests" / "stub_flag_gems"
+    proc = run_cli("coverage", "--json", env={"PYTHONPATH": f"{stub}{os.pathsep}{ROOT}"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(proc.stdout)
+    assert (data["registry"], data["registry_note"]) == ("live", "vendor sunrise")
+    assert data["registered"] == 3 and data["uncovered"] == []
+    assert set(data["covered_by"]) == {"add.Tensor", "mm", "topk"}
 
 
 @pytest.mark.skipif(not flag_gems_installed(), reason="flag_gems is not installed")
