@@ -70,6 +70,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         f"FlagGems registers {data['registered']} aten overloads; the catalog exercises {data['covered']} "
         f"({share:.0%}), measured by dispatching each spec on the CPU."
     )
+    where = "FlagGems' live registry" if data["registry"] == "live" else "the installed package's table"
+    print(f"Registered overloads read from {where}: {data['registry_note']}")
     print(f"Specs routed to FlagGems functions outside aten: {', '.join(data['fused_specs']) or 'none'}")
     absent = set(data["absent_from_torch"])
     print("Uncovered: " + (", ".join(k for k in data["uncovered"] if k not in absent) or "none"))

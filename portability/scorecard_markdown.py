@@ -189,7 +189,8 @@ def render_markdown(
             uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
         sections += [
             f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
-            "overloads FlagGems registers (measured by dispatch, see `portability coverage`).",
+            f"overloads FlagGems registers ({_registry_words(cov)}; measured by dispatch, see "
+            "`portability coverage`).",
             "",
             f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
             + uncovered
@@ -253,3 +254,10 @@ def render_markdown(
             [*head, verdict, "", "_Details omitted to fit a PR comment: see scorecard.json._", ""]
         )
     return text
+
+
+def _registry_words(cov: dict) -> str:
+    """Where the registered overloads were read (coverage.json of runs before this field: the table)."""
+    if cov.get("registry") == "live":
+        return md_text(f"live registry, {cov.get('registry_note', '')}".rstrip(", "))
+    return "the installed package's table"
