@@ -28,6 +28,11 @@ export PYTHONUNBUFFERED=1
 mkdir -p "$FLAGGEMS_CACHE_DIR"
 # The carried cache seeds an empty one only: a later call on the same warm box keeps what it has learnt.
 [ -f .gpu/flaggems-cache.tgz ] && [ -z "$(ls -A "$FLAGGEMS_CACHE_DIR")" ] && tar xzf .gpu/flaggems-cache.tgz -C /tmp/cache
+# Likewise the choices of plain triton.autotune (TRITON_CACHE_AUTOTUNING): only their small
+# *.autotune.json files travel (the compiled kernels, GBs, do not), so a fresh box with the same triton,
+# GPU and FlagGems compiles each kernel's chosen config once instead of benchmarking all of them.
+mkdir -p "$TRITON_CACHE_DIR"
+[ -f .gpu/triton-autotune.tgz ] && [ -z "$(ls -A "$TRITON_CACHE_DIR")" ] && tar xzf .gpu/triton-autotune.tgz -C /tmp/cache
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # A run started on an earlier machine continues from its results carried in .gpu/<name>/.
 seed=".gpu/$(basename "$run_dir")"
@@ -39,7 +44,8 @@ resume=(); [ -f "$run_dir/results.jsonl" ] && resume=(--resume)
 timeout -k 10 "${RUN_TIMEOUT:-540}" python3 -m portability run --out "$run_dir" "${resume[@]}" "$@"
 rc=$?
 [ $rc -ne 0 ] && python3 -m portability scorecard "$run_dir" >/dev/null  # a cut run still gets a scorecard
-# The device tool brings back at most 8 files: the two read most, and the rest of the run in one archive.
+# The device tool brings back at most 8 files: the two read most, the rest of the run in one archive, and
+# the two caches that seed the next box (copy them into .gpu/).
 if [ -n "${OUT:-}" ]; then
   for f in results.jsonl scorecard.md; do
     [ -f "$run_dir/$f" ] && cp "$run_dir/$f" "$OUT/"
@@ -47,5 +53,6 @@ if [ -n "${OUT:-}" ]; then
   du -sh /tmp/cache/* > "$run_dir/cache-sizes.txt" 2>/dev/null
   tar czf "$OUT/run.tgz" -C "$run_dir" --exclude=results.jsonl --exclude=scorecard.md . 2>/dev/null
   tar czf "$OUT/flaggems-cache.tgz" -C /tmp/cache flaggems 2>/dev/null
+  (cd /tmp/cache && find triton -name '*.autotune.json' -print0 | tar czf "$OUT/triton-autotune.tgz" --null -T -)
 fi
 exit $rc
