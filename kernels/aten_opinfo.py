@@ -238,7 +238,7 @@ def regenerate(samples_scanned: int = 10) -> dict[str, dict[str, Any]]:
             for i, s in enumerate(samples):
                 args, kwargs = (s.input, *s.args), dict(s.kwargs)
                 numel = sum(t.numel() for t in _tensors((args, kwargs)))
-                if numel > MAX_SAMPLE_NUMEL:
+                if numel > MAX_SAMPLE_NUMEL or _draws_random(kwargs):
                     continue
                 for v in variants:
                     hit = _reach(o, v, args, kwargs, rec)
@@ -278,6 +278,14 @@ def regenerate(samples_scanned: int = 10) -> dict[str, dict[str, Any]]:
             "grad": r_grad[best[0]],
         }
     return table
+
+
+def _draws_random(kwargs: dict[str, Any]) -> bool:
+    """A sample that makes a deterministic op random (SDPA with dropout_p > 0): a CPU float64 reference and
+    a device draw different random numbers, so such a sample is never compared element-wise. On an H100,
+    `_safe_softmax` (via SDPA) with dropout_p=0.5 was off by up to 18 on torch@cuda itself."""
+    p = kwargs.get("dropout_p", 0.0)
+    return isinstance(p, (int, float)) and p > 0
 
 
 def _tensors(obj: Any) -> list[torch.Tensor]:
