@@ -1,41 +1,32 @@
 """matrix.yaml: load, validate, and report every mistake as one `FILE:LINE: what, expected what` line.
 
-Loading goes through PyYAML's SafeLoader composer (never `yaml.load`): we walk the node tree ourselves
-so that every key keeps its line number, and we refuse anchors/aliases outright (they are never needed
-in a matrix, and refusing them defuses alias bombs). Schema validation is hand-written rather than
-JSON-Schema based because the errors must name the file line and say what is allowed, in one line.
+This module holds the matrix's schema, hand-written rather than JSON-Schema based because the errors must
+name the file line and say what is allowed, in one line: the dataclasses a loaded matrix is made of
+(`MatrixConfig` and its backends, operator selection, layered tolerances and perf settings) and
+`load_matrix`, which checks every section of the file. Reading the YAML with a line number for every key,
+and the checks' building blocks, are in `portability.config_yaml`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
+from portability.config_yaml import ConfigError, Path_, Validator, kind_of, read_yaml
 from portability.registry import BUILTIN_ADAPTERS
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
-MAX_NODES = 20_000
-MAX_DEPTH = 32
-# The tags PyYAML's safe resolver gives plain values; anything else was written explicitly (`!!python/...`).
-PLAIN_TAGS = frozenset(
-    f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
-)
-MAX_FILE_BYTES = 1_000_000
-
-Path_ = tuple[Any, ...]
-
-
-class ConfigError(Exception):
-    """A mistake in matrix.yaml; `str()` is the one line shown to the user."""
-
-    def __init__(self, file: str, line: int, message: str) -> None:
-        super().__init__(f"{file}:{line}: {message}")
-        self.file, self.line, self.message = file, line, message
+__all__ = [
+    "BackendConfig",
+    "ConfigError",
+    "MatrixConfig",
+    "OperatorSelection",
+    "PerfSettings",
+    "Tolerance",
+    "load_matrix",
+]
 
 
 @dataclass(frozen=True)
@@ -110,162 +101,11 @@ class MatrixConfig:
         return Tolerance(atol, rtol)
 
 
-# --- YAML with line numbers ------------------------------------------------------------------------
-
-
-def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
-    lines: dict[Path_, int] = {}
-    count = 0
-    seen: set[int] = set()
-
-    def build(node: yaml.Node, path: Path_, used_at: int = 1) -> Any:
-        nonlocal count
-        count += 1
-        if node.tag not in PLAIN_TAGS:  # explicit tags (!!python/..., !!set, !custom) are never needed
-            raise ConfigError(
-                file,
-                node.start_mark.line + 1,
-                f"YAML tag {node.tag.replace('tag:yaml.org,2002:', '!!')!r} is not allowed, "
-                "expected plain values (strings, numbers, lists, mappings)",
-            )
-        if len(path) > MAX_DEPTH:
-            raise ConfigError(
-                file,
-                node.start_mark.line + 1,
-                f"nested more than {MAX_DEPTH} levels deep, expected a flat file",
-            )
-        if count > MAX_NODES:
-            raise ConfigError(
-                file,
-                node.start_mark.line + 1,
-                f"more than {MAX_NODES} YAML nodes, expected a small matrix file",
-            )
-        if id(node) in seen:  # an alias: the same node object appears again where it is used
-            raise ConfigError(
-                file,
-                used_at,
-                "YAML anchor/alias reused, expected plain values (anchors are not supported)",
-            )
-        seen.add(id(node))
-        lines.setdefault(path, node.start_mark.line + 1)  # a key's own line wins over its value's
-        if isinstance(node, yaml.MappingNode):
-            out: dict[Any, Any] = {}
-            for k_node, v_node in node.value:
-                key = build(k_node, (*path, "<key>"), k_node.start_mark.line + 1)
-                if not isinstance(key, (str, int, float, bool)) or key is None:
-                    raise ConfigError(
-                        file,
-                        k_node.start_mark.line + 1,
-                        f"mapping key {key!r} is not a plain value, expected a name",
-                    )
-                if key in out:
-                    raise ConfigError(
-                        file, k_node.start_mark.line + 1, f"duplicate key {key!r}, expected each key once"
-                    )
-                lines[(*path, key)] = k_node.start_mark.line + 1
-                out[key] = build(v_node, (*path, key), k_node.start_mark.line + 1)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [build(v, (*path, i), node.start_mark.line + 1) for i, v in enumerate(node.value)]
-        return _SCALARS.construct_object(node, deep=True)
-
-    loader = None
-    try:
-        loader = yaml.SafeLoader(text)  # its reader already refuses control characters (NUL, ESC...)
-        root = loader.get_single_node()
-    except RecursionError:  # PyYAML's composer recurses once per nesting level: [[[[...]]]] exhausts it
-        line = loader.get_mark().line + 1 if loader else 1
-        raise ConfigError(file, line, "nested too deeply to parse, expected a flat file") from None
-    except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
-        raise ConfigError(
-            file, line, f"character #x{exc.character:04x} is not allowed in YAML, expected printable text"
-        ) from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(file, line, f"not valid YAML ({exc.problem}), expected a YAML mapping") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(file, 1, f"not valid YAML ({exc}), expected a YAML mapping") from None
-    finally:
-        if loader is not None:
-            loader.dispose()
-    if root is None:
-        raise ConfigError(file, 1, "the file is empty, expected a mapping with a 'backends' key")
-    return build(root, ()), lines
-
-
-# One SafeLoader used only as a constructor of scalar nodes (ints, floats, bools, strings, nulls).
-_SCALARS = yaml.SafeLoader("")
-
-
 # --- validation ------------------------------------------------------------------------------------
 
 TOP_KEYS = ("version", "backends", "operators", "tolerances", "perf", "serving")
 BACKEND_KEYS = ("adapter", "devices", "dtypes", "options", "env")
 KNOWN_DEVICE_TYPES = ("cpu", "cuda", "xpu", "npu", "mlu", "musa", "gcu", "txda", "hip", "mps")
-
-
-class _Validator:
-    def __init__(self, file: str, lines: dict[Path_, int]) -> None:
-        self.file, self.lines = file, lines
-
-    def line(self, path: Path_) -> int:
-        p = tuple(path)
-        while p and p not in self.lines:
-            p = p[:-1]
-        return self.lines.get(p, 1)
-
-    def error(self, path: Path_, what: str, expected: str) -> NoReturn:
-        raise ConfigError(self.file, self.line(path), f"{what}, expected {expected}")
-
-    def mapping(self, value: Any, path: Path_, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
-        name = ".".join(str(p) for p in path) or "the file"
-        if not isinstance(value, dict):
-            self.error(path, f"{name} is {_kind(value)}", "a mapping")
-        if allowed is not None:
-            for key in value:
-                if key not in allowed:
-                    self.error((*path, key), f"unknown key '{key}' in {name}", f"one of {', '.join(allowed)}")
-        return value
-
-    def str_list(
-        self, value: Any, path: Path_, allowed: tuple[str, ...] | None = None, what: str = "name"
-    ) -> list[str]:
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list):
-            self.error(path, f"{'.'.join(map(str, path))} is {_kind(value)}", f"a list of {what}s")
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.error((*path, i), f"{what} {item!r} is {_kind(item)}", f"a {what} string")
-            if allowed is not None and item not in allowed:
-                self.error((*path, i), f"unknown {what} '{item}'", f"one of {', '.join(allowed)}")
-        return list(value)
-
-    def number(
-        self, value: Any, path: Path_, minimum: float = 0.0, integer: bool = False, allow_zero: bool = True
-    ) -> float:
-        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok:
-            self.error(path, f"{path[-1]} is {_kind(value)}", "an integer" if integer else "a number")
-        if value < minimum or (not allow_zero and value == 0) or not math.isfinite(value):
-            bound = f">= {minimum}" if allow_zero else f"> {minimum}"
-            self.error(path, f"{path[-1]} is {value}", f"a finite number {bound}")
-        return value
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "empty"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: f"the string {value!r:.40}",
-        bool: f"the boolean {value}",
-        int: f"the integer {value}",
-        float: f"the number {value}",
-    }.get(type(value), type(value).__name__)
 
 
 def load_matrix(
@@ -278,23 +118,8 @@ def load_matrix(
     """Read and validate a matrix file. Raises ConfigError with a one-line message on any mistake."""
     path = Path(path)
     file = str(path)  # as the user wrote it: "matrix.yaml:12: ..." for the default
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            file, 1, f"cannot read the file ({exc.strerror}), expected a readable matrix file"
-        ) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(file, 1, f"file is {len(raw)} bytes, expected at most {MAX_FILE_BYTES}")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise ConfigError(
-            file, line, f"byte 0x{raw[exc.start]:02x} is not UTF-8, expected UTF-8 text"
-        ) from None
-    data, lines = _compose(text, file)
-    v = _Validator(file, lines)
+    data, lines = read_yaml(path, file)
+    v = Validator(file, lines)
     top = v.mapping(data, (), TOP_KEYS)
     if "version" in top and top["version"] != 1:
         v.error(("version",), f"version is {top['version']!r}", "1")
@@ -315,7 +140,7 @@ def load_matrix(
 
 
 def _backends(
-    v: _Validator, value: Any, adapters: tuple[str, ...] | Callable[[str], bool]
+    v: Validator, value: Any, adapters: tuple[str, ...] | Callable[[str], bool]
 ) -> dict[str, BackendConfig]:
     block = v.mapping(value, ("backends",))
     if not block:
@@ -358,7 +183,7 @@ def _backends(
         env = v.mapping(body.get("env", {}) or {}, (*p, "env"))
         for k, val in env.items():
             if not isinstance(val, (str, int, float)) or isinstance(val, bool):
-                v.error((*p, "env", k), f"env {k} is {_kind(val)}", "a string")
+                v.error((*p, "env", k), f"env {k} is {kind_of(val)}", "a string")
         out[name] = BackendConfig(
             name, adapter, devices, dtypes, options, {k: str(x) for k, x in env.items()}
         )
@@ -366,7 +191,7 @@ def _backends(
 
 
 def _operators(
-    v: _Validator, value: Any, operators: tuple[str, ...], tags: tuple[str, ...]
+    v: Validator, value: Any, operators: tuple[str, ...], tags: tuple[str, ...]
 ) -> OperatorSelection:
     block = v.mapping(value or {}, ("operators",), ("include", "tags", "exclude"))
     include: str | list[str] = block.get("include", "all")
@@ -377,7 +202,7 @@ def _operators(
     return OperatorSelection(include, sel_tags, exclude)
 
 
-def _tol_pair(v: _Validator, value: Any, path: Path_) -> Tolerance:
+def _tol_pair(v: Validator, value: Any, path: Path_) -> Tolerance:
     body = v.mapping(value, path, ("atol", "rtol"))
     if not body:
         v.error(path, "empty tolerance", "atol and/or rtol numbers")
@@ -387,7 +212,7 @@ def _tol_pair(v: _Validator, value: Any, path: Path_) -> Tolerance:
 
 
 def _tolerances(
-    v: _Validator, value: Any, backends: dict[str, BackendConfig]
+    v: Validator, value: Any, backends: dict[str, BackendConfig]
 ) -> dict[str, dict[str, dict[str, Tolerance]]]:
     block = v.mapping(value or {}, ("tolerances",), ("dtypes", "backends", "devices", "cases"))
     out: dict[str, dict[str, dict[str, Tolerance]]] = {
@@ -414,7 +239,7 @@ def _tolerances(
     return out
 
 
-def _perf(v: _Validator, value: Any) -> PerfSettings:
+def _perf(v: Validator, value: Any) -> PerfSettings:
     block = v.mapping(value or {}, ("perf",), ("warmup", "repetitions", "budget_s", "timeout_s", "workers"))
     p = PerfSettings()
     if "warmup" in block:
