@@ -7,37 +7,8 @@ from __future__ import annotations
 import sys
 
 from portability.cli_args import build_parser
-from portability.cli_commands import (
-    cmd_ci_matrix,
-    cmd_conformance,
-    cmd_coverage,
-    cmd_diff,
-    cmd_list,
-    cmd_merge,
-    cmd_new_adapter,
-    cmd_report,
-    cmd_scorecard,
-)
 from portability.cli_common import EXIT_USAGE, UsageError
-from portability.cli_run import cmd_run
 from portability.config import ConfigError
-
-__all__ = [
-    "EXIT_USAGE",
-    "UsageError",
-    "build_parser",
-    "cmd_ci_matrix",
-    "cmd_conformance",
-    "cmd_coverage",
-    "cmd_diff",
-    "cmd_list",
-    "cmd_merge",
-    "cmd_new_adapter",
-    "cmd_report",
-    "cmd_run",
-    "cmd_scorecard",
-    "main",
-]
 
 
 def main(argv: list[str] | None = None) -> int:
