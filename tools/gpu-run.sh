@@ -15,7 +15,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
       .whl/*.whl && touch "$marker" || exit 1
   fi
-  export PYTHONPATH=/tmp/site:$PWD
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # keeps e.g. an unpacked vLLM bundle after them
 else
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # e.g. an unpacked vLLM bundle
 fi
