@@ -127,6 +127,7 @@ def test_gate_default_top_k_at_qwen3_vocabulary_still_tells_a_wrong_model():
         ({"timeouts": {"run_s": -1}}, "run_s is -1, expected a number > 0"),
         ({"bisect_ops": "mm"}, "bisect_ops is 'mm', expected a non-empty list of FlagGems function names"),
         ({"bisect_ops": []}, "bisect_ops is [], expected a non-empty list"),
+        ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization is 1.5, expected a share in (0, 1]"),
     ],
 )
 def test_serving_block_mistakes_are_one_line_errors(tmp_path, block, words):
@@ -180,6 +181,38 @@ def test_serving_settings_defaults_and_values():
         "Qwen3-4B",
     )
     assert isinstance(s, ServingSettings)
+
+
+def test_gpu_memory_utilization_reaches_the_engine_and_the_server_only_when_set():
+    """vLLM refuses to start when less than its utilisation share of the GPU is free, even with the KV
+    cache size given (seen on an H100 beside an operator sweep): the matrix can lower the share."""
+    from portability.serving.engines.vllm import VllmEngine
+
+    def error(path, what, expected):
+        raise AssertionError((path, what, expected))
+
+    spec = {
+        "model_dir": "/m",
+        "served_name": "m",
+        "tokenizer": False,
+        "enforce_eager": True,
+        "max_model_len": 96,
+        "max_num_seqs": 4,
+        "seed": 0,
+        "kv_cache_memory_bytes": 2**28,
+        "dtype": "bfloat16",
+        "weights": "dummy",
+    }
+    for block, share in (({}, None), ({"gpu_memory_utilization": 0.4}, 0.4)):
+        s = validate_serving({"engines": ["vllm"], **block}, error)
+        assert s.gpu_memory_utilization == share
+        engine = VllmEngine()
+        kwargs = engine.engine_kwargs({**spec, "gpu_memory_utilization": s.gpu_memory_utilization})
+        cmd = engine.server_command({**spec, "gpu_memory_utilization": s.gpu_memory_utilization}, 8000)
+        assert kwargs.get("gpu_memory_utilization") == share
+        assert ("--gpu-memory-utilization" in cmd) == (share is not None)
+        if share is not None:
+            assert cmd[cmd.index("--gpu-memory-utilization") + 1] == "0.4"
 
 
 # -- bisection: a real predicate over operator subsets ------------------------------------------------

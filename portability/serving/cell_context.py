@@ -67,6 +67,7 @@ class CellContext:
             "max_num_seqs": s.max_num_seqs,
             "concurrency": s.concurrency,
             "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
+            "gpu_memory_utilization": s.gpu_memory_utilization,
             "enforce_eager": s.enforce_eager,
             "max_model_len": max(s.input_len + s.output_len, s.gate.prompt_len + 1),
             "prompts": self.prompts,

@@ -27,6 +27,7 @@ KEYS = (
     "concurrency",
     "max_num_seqs",
     "kv_cache_memory_bytes",
+    "gpu_memory_utilization",
     "enforce_eager",
     "cuda_graphs",
     "dtype",
@@ -72,6 +73,9 @@ class ServingSettings:
     concurrency: int = 8
     max_num_seqs: int = 64
     kv_cache_memory_bytes: int = 2 * 2**30
+    #: vLLM's start-up check wants this share of the device free even when the KV cache size is given;
+    #: lower it to serve beside another job on the same GPU (None: vLLM's default)
+    gpu_memory_utilization: float | None = None
     enforce_eager: bool = True
     #: serving dtype of the throughput runs; auto = float32 on cpu, bfloat16 on accelerators
     dtype: str = "auto"
@@ -205,6 +209,10 @@ def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | N
             setattr(s, key, v)
     if (v := _positive_int(block, "kv_cache_memory_bytes", error)) is not None:
         s.kv_cache_memory_bytes = v
+    if (v := _positive_number(block, "gpu_memory_utilization", error)) is not None:
+        if v > 1:
+            error(("gpu_memory_utilization",), f"gpu_memory_utilization is {v!r}", "a share in (0, 1]")
+        s.gpu_memory_utilization = v
     if (v := _positive_int(block, "seed", error, minimum=0)) is not None:
         s.seed = v
     eager, graphs = _bool(block, "enforce_eager", error), _bool(block, "cuda_graphs", error)

@@ -80,6 +80,8 @@ class VllmEngine(ServingEngine):
         }
         if spec["weights"] == "dummy":
             kwargs["load_format"] = "dummy"
+        if spec.get("gpu_memory_utilization"):
+            kwargs["gpu_memory_utilization"] = spec["gpu_memory_utilization"]
         return kwargs
 
     def _check_flaggems(self, spec: dict[str, Any]) -> int:
@@ -164,6 +166,8 @@ class VllmEngine(ServingEngine):
             cmd.append("--skip-tokenizer-init")
         if spec["weights"] == "dummy":
             cmd += ["--load-format", "dummy"]
+        if spec.get("gpu_memory_utilization"):
+            cmd += ["--gpu-memory-utilization", str(spec["gpu_memory_utilization"])]
         return cmd
 
     def online(self, spec: dict[str, Any]) -> dict[str, Any]:
