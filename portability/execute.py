@@ -38,6 +38,8 @@ class CaseRequest:
     warmup: int
     repetitions: int
     budget_s: float
+    #: bytes of the case's inputs at its dtype: the cost estimate that orders cases across workers
+    input_bytes: int = 0
 
     def identity(self) -> dict[str, Any]:
         """The fields that name this case in a result row."""

@@ -191,8 +191,9 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         warmup=perf.warmup,
                         repetitions=perf.repetitions,
                         budget_s=perf.budget_s,
+                        input_bytes=case.input_bytes(dtype),
                     )
-                    why = memory_refusal(case.input_bytes(dtype), free)
+                    why = memory_refusal(request.input_bytes, free)
                     if why:
                         refused.append((request, why))
                     else:

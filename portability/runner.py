@@ -21,6 +21,7 @@ from typing import Any
 import portability
 from portability.plan import Cell, Plan
 from portability.results import RESULTS_FILE, ResultWriter, iter_results, latest_by_id
+from portability.schedule import order_cases
 
 PLAN_FILE = "cells.plan.json"  # what the pytest sessions run (on --resume: only what is left)
 FULL_PLAN_FILE = "plan.json"  # every planned case, so a scorecard can name what was never run
@@ -84,7 +85,14 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
                     "time": time.time(),
                 }
             )
-    todo = Plan(plan.cells, [c for c in plan.cases if c.id not in done], plan.timeout_s, plan.workers)
+    left = [c for c in plan.cases if c.id not in done]
+    ordered = [  # per cell, the order its worksteal workers are fed in (see schedule.py)
+        case
+        for cell in plan.cells
+        for cases in [[c for c in left if c.cell == cell.id]]
+        for case in order_cases(cases, _workers(plan, cell, len(cases)))
+    ]
+    todo = Plan(plan.cells, ordered, plan.timeout_s, plan.workers)
     _write_atomically(todo, out / PLAN_FILE)
     (out / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     worst = 0

@@ -20,12 +20,20 @@ SPECS = [
         cases=[Case(f"square {n}", T(n, n)) for n in range(96, 96 + 16 * 12, 16)],
         dtypes=("fp32",),
     ),
-    # Forty cheap cases; tests/fault_adapters/hang_one.py hangs on the first (a hung worker's queue).
+    # Forty cheap cases; tests/fault_adapters/hang_one.py hangs on the largest, which a worker takes
+    # first (the runner feeds workers heaviest first), with its block of cases queued behind it.
     OpSpec(
         "planted_many",
         lambda x: x + 1,
         cases=[Case(f"vector {n}", T(n)) for n in range(96, 136)],
         dtypes=("fp32",),
+    ),
+    # Twelve cheap cases at three dtypes; hang_one.py hangs on the largest at every dtype.
+    OpSpec(
+        "planted_dtypes",
+        lambda x: x + 1,
+        cases=[Case(f"vector {n}", T(n)) for n in range(124, 136)],
+        dtypes=("fp32", "fp16", "bf16"),
     ),
     # 2^20 x 2^20 floats (4 TiB of input): must be refused at plan time, never allocated.
     OpSpec("planted_huge", lambda x: x + 1, cases=[Case("4 TiB", T(1 << 20, 1 << 20))], dtypes=("fp32",)),
