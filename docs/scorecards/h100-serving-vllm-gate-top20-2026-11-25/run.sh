@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The job this directory's results came from, on the box of ../h100-sweep-worksteal-2026-11-25 (started
+# The job this directory's results came from, on the box of ../h100-sweep-worksteal-2026-11-25 (attempt 1)
+# and of ../h100-sweep-dealt-2026-11-25 (attempt 2) (started
 # after that sweep's cold run had begun), with vLLM 0.20.2's offline bundle unpacked into /tmp/vsite (parts
 # carried one per call, then `cat /tmp/parts/bundle.part.* | xz -d | tar -x -C /tmp/vsite`) and .whl2/
 # (OpenAI-server needs) + .whl3/ (vllm-plugin-FL and its needs) installed there with --no-deps:
