@@ -21,6 +21,7 @@ step() {  # step NAME COMMAND...: its files under $JOB_OUT/NAME, wall time in st
 step gate env RUN_TIMEOUT=1500 bash tools/gpu-run.sh /tmp/vllm-gate-top20 --matrix $here/gate-flaggems.yaml \
     --serving-only --cuda-graphs off --engines vllm
 touch "$JOB_OUT/gate.done"
+[ -n "${GATE_ONLY:-}" ] && exit 0  # attempt 2: the vllm-fl step ran in attempt 1
 while [ -e /tmp/jobs/sweep/pid ] && [ ! -e /tmp/jobs/sweep/rc ]; do sleep 5; done
 step vllm-fl env RUN_TIMEOUT=1500 bash tools/gpu-run.sh /tmp/vllm-fl --matrix $here/vllm-fl.yaml \
     --serving-only --cuda-graphs off --engines vllm-fl
