@@ -487,3 +487,27 @@ def test_sigterm_while_serving_keeps_what_was_measured_and_resume_serves_the_cel
     rows = [r for r in read_results(out) if r.get("kind") == "serving"]
     assert [r["status"] for r in rows] == ["timeout", "pass"]  # served again, the latest row wins
     assert "serving row(s) fail" not in (out / "scorecard.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("log", "cause"),
+    [
+        ("vllm-fl-fp32-attention.log", "RuntimeError: FlashAttention only supports fp16, bf16, and fp8_e4m3"),
+        ("vllm-fl-rotary.log", "RuntimeError: All 2 implementation(s) failed for op='rotary_embedding'"),
+        ("vllm-gpu-share.log", "ValueError: Free memory on device cuda:0 (54.51/79.18 GiB) on startup"),
+    ],
+)
+def test_an_engine_failure_is_reported_with_its_root_cause_from_the_run_log(log, cause):
+    """vLLM reports an engine failure as a wrapper ("See root cause above"); the reason must carry the
+    cause. Real worker logs of three failures on an H100 (docs/scorecards/h100-serving-vllm-gate-top20-
+    2026-11-25), each after an earlier run's output in the same log, as the runner appends them."""
+    from portability.serving.procs import root_cause
+
+    path = Path(__file__).parent / "data" / "engine_logs" / log
+    text = path.read_bytes()
+    this_run = text.rfind(b"\n$ ") + 1  # where the failing run's command line starts
+    found = root_cause(path, this_run)
+    assert found is not None and found.startswith(cause), found
+    assert "root cause" not in found and "See stack trace" not in found
+    if this_run > 1:  # the earlier run in the same log succeeded: nothing to report for it
+        assert root_cause(path, 0) == found

@@ -8,6 +8,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -88,6 +89,28 @@ def _tail(log: Path, n: int = 6) -> str:
     return " | ".join(ln.strip()[-300:] for ln in lines)
 
 
+# vLLM's front end reports an engine failure as a wrapper ("Engine core initialization failed. See root
+# cause above.", EngineDeadError "... See stack trace (above) for the root cause."); the cause is in the
+# EngineCore process's output, which goes to the run's log.
+_WRAPPER = re.compile(r"root cause|See stack trace|Traceback")
+_ERROR_LINE = re.compile(r"(?:^|[\s\]])((?:[A-Za-z_][\w.]*)?(?:Error|Exception): \S.*)$")
+
+
+def root_cause(log: Path, since: int = 0) -> str | None:
+    """The last error line that is not a wrapper in the part of `log` from byte `since` (one run's)."""
+    if not log.exists():
+        return None
+    with log.open("rb") as fh:
+        fh.seek(since)
+        text = fh.read().decode(errors="replace")
+    cause = None
+    for line in text.replace("\r", "\n").splitlines():
+        m = _ERROR_LINE.search(line.strip())
+        if m and not _WRAPPER.search(m.group(1)):
+            cause = m.group(1)
+    return cause[:400] if cause else None
+
+
 def run_worker(spec: dict[str, Any], env_extra: dict[str, Any], timeout: float, log: Path) -> dict[str, Any]:
     """Run one worker to completion; its result dict, or RunFailed(status, reason)."""
     with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
@@ -96,6 +119,7 @@ def run_worker(spec: dict[str, Any], env_extra: dict[str, Any], timeout: float, 
         spec_file.write_text(json.dumps(spec))
         env = make_env({**env_extra, "PORTABILITY_FLAGGEMS_MARKER": str(marker)})
         cmd = [sys.executable, "-m", "portability.serving.worker", str(spec_file), str(result_file)]
+        since = log.stat().st_size if log.exists() else 0
         proc = spawn(cmd, env, log)
         try:
             code = proc.wait(timeout=timeout)
@@ -108,7 +132,11 @@ def run_worker(spec: dict[str, Any], env_extra: dict[str, Any], timeout: float, 
             raise RunFailed(status, f"{spec['mode']} run exited with {code}: {_tail(log)}")
         result = json.loads(result_file.read_text())
         if "error" in result:
-            raise RunFailed("error", f"{spec['mode']} run failed: {result['error']}")
+            reason = f"{spec['mode']} run failed: {result['error']}"
+            cause = root_cause(log, since) if _WRAPPER.search(result["error"]) else None
+            if cause and cause not in reason:
+                reason += f" (root cause in the engine log: {cause})"
+            raise RunFailed("error", reason)
         return result
 
 
