@@ -72,6 +72,10 @@ SPECS = [
     spec("div_.Scalar", lambda x: A.div_.Scalar(x, 0.7), X, ["true_divide_"]),
     spec("div_.Scalar_mode", lambda x: A.div_.Scalar_mode(x, 0.7, rounding_mode="trunc"), X, ["div_mode_"]),
     spec("divide.Scalar", lambda x: A.divide.Scalar(x, 0.7), X, ["true_divide"]),
+    # The only op_db sample that reaches gt.Scalar is logcumsumexp's backward, whose gradient is
+    # ill-conditioned: on an H100 torch@cuda missed the float64 CPU reference by up to 3.6e-3 at fp32,
+    # exactly as FlagGems did. Called directly, the boolean result is compared exactly.
+    spec("gt.Scalar", lambda x: A.gt.Scalar(x, 0.25), X, ["gt_scalar"]),
     spec(
         "divide.Scalar_mode", lambda x: A.divide.Scalar_mode(x, 0.7, rounding_mode="floor"), X, ["div_mode"]
     ),
