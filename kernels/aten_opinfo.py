@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from portability.kernels.aten_extra import SPECS as HAND_SPECS
 
-from portability.spec import DEVICE, DTYPES, Case, OpSpec
+from portability.spec import DEVICE, DTYPES, Case, CaseUnavailable, OpSpec
 
 HAND = {s.name for s in HAND_SPECS}
 
@@ -85,7 +85,7 @@ def opinfo(name: str) -> Any:
     for o in op_db:
         if (o.name + (f".{o.variant_test_name}" if o.variant_test_name else "")) == name:
             return o
-    raise KeyError(f"op_db has no entry {name!r} in torch {torch.__version__}")
+    raise CaseUnavailable(f"op_db has no entry {name!r} in torch {torch.__version__}")
 
 
 def sample_fn(name: str, index: int, backward: bool, grad: bool) -> Callable[[str, int], tuple[tuple, dict]]:
@@ -101,7 +101,7 @@ def sample_fn(name: str, index: int, backward: bool, grad: bool) -> Callable[[st
             )
             s = next(itertools.islice(gen, index, None), None)
         if s is None:
-            raise LookupError(
+            raise CaseUnavailable(
                 f"op_db {name} has no sample {index} at {dtype} in torch {torch.__version__}: "
                 "regenerate kernels/_aten_opinfo_table.py (python -m portability.kernels.aten_opinfo)"
             )

@@ -148,6 +148,11 @@ class T:
 SampleFn = Callable[[str, int], tuple[tuple[Any, ...], dict[str, Any]]]
 
 
+class CaseUnavailable(LookupError):
+    """A sampled case cannot be built with the installed torch (e.g. its op_db lacks the sample the
+    catalog was generated from): the case is skipped with this reason, it is not a harness failure."""
+
+
 @dataclass(frozen=True)
 class Case:
     """One sample: a name shown in the scorecard, positional args (T or plain values), keyword args.

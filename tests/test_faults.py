@@ -185,6 +185,24 @@ def test_a_case_that_hangs_at_every_dtype_costs_one_timeout_not_three(tmp_path, 
     assert ends[-1] - ends[0] < timeout / 2, f"the timeouts ran one after another: {ends}"
 
 
+def test_a_case_this_torch_cannot_build_is_skipped_with_the_reason_not_infra(tmp_path, cli):
+    """The OpInfo table is generated on one torch; another torch's op_db can lack a sample (torch 2.11 on
+    the H100 lacked 15). Such a case is `skip` with the reason, not a harness failure."""
+    matrix = tmp_path / "matrix.yaml"
+    matrix.write_text(
+        "backends:\n  torch: {adapter: torch, devices: [cpu], dtypes: [fp32]}\n"
+        "operators: {include: [planted_unavailable]}\n"
+    )
+    out = tmp_path / "run"
+    proc = cli("run", "--matrix", str(matrix), "--out", str(out), env=SPECS)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = {r["case"]: r for r in rows_of(out) if r["kind"] == "op"}
+    assert rows["vector 8"]["status"] == "pass"
+    absent = rows["s7 absent"]
+    assert absent["status"] == "skip"
+    assert absent["reason"] == "case unavailable: op_db planted has no sample 7 at fp32 in this torch"
+
+
 def test_a_case_that_cannot_fit_in_memory_is_refused_at_plan_time_with_the_figure(tmp_path, cli):
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(

@@ -3,7 +3,12 @@ tests never depend on the real catalog in kernels/ (see portability/catalog.py).
 
 import torch
 
-from portability.spec import Case, OpSpec, T
+from portability.spec import Case, CaseUnavailable, OpSpec, T
+
+
+def _missing_sample(dtype: str, seed: int) -> tuple[tuple, dict]:
+    raise CaseUnavailable(f"op_db planted has no sample 7 at {dtype} in this torch")
+
 
 SPECS = [
     # One contiguous and one strided (transposed view) input: enough to tell every planted fault apart.
@@ -34,6 +39,14 @@ SPECS = [
         lambda x: x + 1,
         cases=[Case(f"vector {n}", T(n)) for n in range(124, 136)],
         dtypes=("fp32", "fp16", "bf16"),
+    ),
+    # One case this torch cannot build (as when the installed torch's op_db lacks a sample the table
+    # was generated from), beside one it can.
+    OpSpec(
+        "planted_unavailable",
+        lambda x: x + 1,
+        cases=[Case("vector 8", T(8)), Case.sampled("s7 absent", _missing_sample, 8)],
+        dtypes=("fp32",),
     ),
     # 2^20 x 2^20 floats (4 TiB of input): must be refused at plan time, never allocated.
     OpSpec("planted_huge", lambda x: x + 1, cases=[Case("4 TiB", T(1 << 20, 1 << 20))], dtypes=("fp32",)),
