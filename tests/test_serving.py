@@ -511,3 +511,47 @@ def test_an_engine_failure_is_reported_with_its_root_cause_from_the_run_log(log,
     assert "root cause" not in found and "See stack trace" not in found
     if this_run > 1:  # the earlier run in the same log succeeded: nothing to report for it
         assert root_cause(path, 0) == found
+
+
+def _flaggems_logging_utils():
+    """flag-gems' own logging module, loaded by path: importing the package initialises a device."""
+    found = importlib.util.find_spec("flag_gems")
+    if found is None or found.origin is None:
+        pytest.skip("flag-gems is not installed")
+    path = Path(found.origin).parent / "logging_utils.py"
+    spec = importlib.util.spec_from_file_location("flaggems_logging_utils", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_functions_flaggems_logs_as_called_are_read_back_in_first_call_order(tmp_path):
+    import logging
+
+    from portability.serving.engines.flaggems_hook import called_functions
+
+    logging_utils = _flaggems_logging_utils()
+    record = tmp_path / "record"
+    record.mkdir()
+    # what `enable(record=True, once=True, path=...)` sets up in one engine process
+    logging_utils.setup_flaggems_logging(path=record / "calls.101.log", record=True, once=True)
+    mul_log = logging.getLogger("flag_gems.runtime.backend._nvidia.hopper.ops.mul")
+    mm_log = logging.getLogger("flag_gems.ops.mm")
+
+    def mul() -> None:
+        mul_log.debug("GEMS MUL")
+
+    def mm() -> None:
+        mm_log.debug("GEMS MM, [mm scenario]: general,\n[shape info]: [-, 63, 2560, 9728]")
+
+    try:
+        for _ in range(3):
+            mul()
+            mm()
+    finally:
+        logging_utils.teardown_flaggems_logging()
+    (record / "calls.102.log").write_text("[DEBUG] flag_gems.ops.topk.topk: GEMS TOPK\n")
+    (record / "engine.log").write_text("[DEBUG] flag_gems.ops.silu.silu: not a call log\n")
+
+    assert called_functions(record) == ["mul", "mm", "topk"]
+    assert called_functions(tmp_path / "nothing-recorded") == []

@@ -9,6 +9,7 @@ Each step writes its figures into the cell's result row and raises `RunFailed` w
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any
 
@@ -118,9 +119,13 @@ def step_gate(ctx, engine, backend, device, log, row, references) -> None:
         f"{engine.name} {backend}@{device}: accuracy gate"
         f" ({s.gate.prompts}x{s.gate.prompt_len} tokens, top-{ctx.top_k})"
     )
-    got = run_worker(
-        ctx.spec(engine.name, backend, device, "logprobs"), engine.env(backend), s.timeout_s, log
-    )
+    env = engine.env(backend)
+    record = None
+    if backend == "flaggems" and s.bisect and not s.bisect_ops:  # the bisection's universe, for free
+        record = ctx.logs / f"flaggems-calls.{engine.name}.{device.replace(':', '_')}"
+        shutil.rmtree(record, ignore_errors=True)
+        env = {**env, "PORTABILITY_FLAGGEMS_RECORD": str(record)}
+    got = run_worker(ctx.spec(engine.name, backend, device, "logprobs"), env, s.timeout_s, log)
     metrics = compare_logprobs(ref["logprobs"], got["logprobs"], ctx.gate_prompts)
     result, why = verdict(metrics, s.gate.max_abs_logprob_diff, s.gate.mean_kl)
     row["gate"] = {
@@ -137,28 +142,48 @@ def step_gate(ctx, engine, backend, device, log, row, references) -> None:
         f" mean KL {metrics['mean_kl']:.3g}, greedy agreement {metrics['greedy_agreement']:.0%}"
     )
     if result == "fail" and backend == "flaggems" and s.bisect:
-        step_bisect(ctx, engine, device, log, row, ref)  # the gate failed
+        from portability.serving.engines.flaggems_hook import called_functions
+
+        called = called_functions(record) if record is not None and record.is_dir() else []
+        step_bisect(ctx, engine, device, log, row, ref, called)  # the gate failed
 
 
-def step_bisect(ctx, engine, device, log, row, ref: dict[str, Any] | None) -> None:
+def _dispatched_universe(ctx, engine, device, log) -> tuple[list[str], str]:
+    """The FlagGems functions registered for the aten operators the engine's model dispatches to (every
+    FlagGems function where the engine cannot tell), and how to say so."""
+    s = ctx.s
+    probe = ctx.spec(engine.name, "torch", device, "dispatched_ops")
+    dispatched = run_worker(probe, engine.env("torch"), s.timeout_s, log).get("dispatched")
+    universe = {"mode": "flaggems_ops", "engine": engine.name, "dispatched": dispatched}
+    ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
+    if engine.name == "vllm-fl":
+        from portability.serving.engines.vllm_fl import OOT_OPS
+
+        ops = list(dict.fromkeys([*OOT_OPS, *ops]))
+    return ops, "operators the model dispatches to" if dispatched is not None else "operators"
+
+
+def step_bisect(
+    ctx, engine, device, log, row, ref: dict[str, Any] | None, called: list[str] | None = None
+) -> None:
     """Name the FlagGems operators behind a failed flaggems cell. With `ref`, the gate failed and a
     subset is guilty when the gate fails with FlagGems on for it alone; without, the engine crashed or
-    raised in its throughput run, and a subset is guilty when a short run of the same batch does too."""
+    raised in its throughput run, and a subset is guilty when a short run of the same batch does too.
+    The search runs over `bisect_ops` if set, else over the FlagGems functions the failed gate run
+    `called` (FlagGems' call log), else over those registered for what the model dispatches to."""
     from portability.serving.bisect import find_culprits
 
     s = ctx.s
+    ops: list[str] = []
+    recorded = False
     if s.bisect_ops:
         ops, what = list(s.bisect_ops), "functions named in bisect_ops"
-    else:
-        probe = ctx.spec(engine.name, "torch", device, "dispatched_ops")
-        dispatched = run_worker(probe, engine.env("torch"), s.timeout_s, log).get("dispatched")
-        universe = {"mode": "flaggems_ops", "engine": engine.name, "dispatched": dispatched}
+    elif called:
+        universe = {"mode": "flaggems_ops", "engine": engine.name, "called": called}
         ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
-        if engine.name == "vllm-fl":
-            from portability.serving.engines.vllm_fl import OOT_OPS
-
-            ops = list(dict.fromkeys([*OOT_OPS, *ops]))
-        what = "operators the model dispatches to" if dispatched is not None else "operators"
+        what, recorded = "functions the failed gate run called", bool(ops)
+    if not ops:
+        ops, what = _dispatched_universe(ctx, engine, device, log)
     say(
         f"{engine.name} flaggems@{device}: bisecting {len(ops)} FlagGems {what}"
         f" (at most {s.bisect_max_runs} runs, {s.bisect_budget_s:.0f}s)"
@@ -186,16 +211,24 @@ def step_bisect(ctx, engine, device, log, row, ref: dict[str, Any] | None) -> No
         say(f"  bisect: {len(subset)} ops -> {'fail' if failed else 'pass'}")
         return failed
 
-    if s.bisect_ops and not fails(ops):  # the search assumes its whole set fails: a named set must show it
-        row["bisect"] = {"runs": 1, "complete": True, "ops": len(ops)}
-        named = ", ".join(ops)
-        row["reason"] += f"; FlagGems on for bisect_ops alone ({named}) passes: culprits are elsewhere"
-        say(f"{engine.name} flaggems@{device}: bisect_ops alone pass, culprits are elsewhere")
-        return
-    result = find_culprits(ops, fails, s.bisect_max_runs, s.bisect_budget_s)
+    checks = 0  # the search assumes its whole set fails: a named or recorded set must show it
+    if s.bisect_ops:
+        checks += 1
+        if not fails(ops):
+            row["bisect"] = {"runs": 1, "complete": True, "ops": len(ops)}
+            named = ", ".join(ops)
+            row["reason"] += f"; FlagGems on for bisect_ops alone ({named}) passes: culprits are elsewhere"
+            say(f"{engine.name} flaggems@{device}: bisect_ops alone pass, culprits are elsewhere")
+            return
+    elif recorded:
+        checks += 1
+        if not fails(ops):  # a culprit among the FlagGems functions that never log a call
+            ops, what = _dispatched_universe(ctx, engine, device, log)
+            say(f"  the called functions alone pass: bisecting {len(ops)} FlagGems {what} instead")
+    result = find_culprits(ops, fails, s.bisect_max_runs - checks, s.bisect_budget_s)
     row["culprits"] = result.culprits
-    runs = result.runs + (1 if s.bisect_ops else 0)  # the check that the named set fails
-    row["bisect"] = {"runs": runs, "complete": result.complete, "ops": len(ops)}
+    runs = result.runs + checks
+    row["bisect"] = {"runs": runs, "complete": result.complete, "ops": len(ops), "universe": what}
     suffix = "" if result.complete else f" (run/time budget spent: {len(result.culprits)} suspects left)"
     row["reason"] = f"{row['reason']}; culprits: {', '.join(result.culprits)}{suffix}"
     say(f"{engine.name} flaggems@{device}: culprits {result.culprits}{suffix}")

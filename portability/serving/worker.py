@@ -6,8 +6,8 @@ SPEC names the engine, backend, device and mode:
 - `logprobs`: teacher-forced prompt log-probabilities (top-k + the actual next token per position);
 - `online`: the client side of the latency benchmark against an engine's running OpenAI server;
 - `dispatched_ops`: the aten overloads the engine's model dispatches to, where the engine can tell;
-- `flaggems_ops`: the FlagGems function names that can be switched on, for those overloads if given
-  (the bisection's universe).
+- `flaggems_ops`: the FlagGems function names that can be switched on, for those overloads or among
+  the functions a recorded run called, if given (the bisection's universe).
 
 vLLM engines must be created under `if __name__ == "__main__":` (its processes re-import the main
 module), which is one reason every run is a process of its own, started by `portability.serving.runner`
@@ -33,7 +33,7 @@ def main() -> int:
         if spec["mode"] == "flaggems_ops":
             from portability.serving.engines import flaggems_hook
 
-            result = {"ops": flaggems_hook.all_ops(spec.get("dispatched"))}
+            result = {"ops": flaggems_hook.all_ops(spec.get("dispatched"), spec.get("called"))}
         else:
             from portability.serving.engines import get_engine
 

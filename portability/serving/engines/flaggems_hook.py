@@ -10,12 +10,19 @@ FlagGems (`PORTABILITY_FLAGGEMS=1`) get the directory and `VLLM_PLUGINS` naming 
 `PORTABILITY_FLAGGEMS_INCLUDE=fn1,fn2` limits FlagGems to those functions (`flag_gems.only_enable`),
 which is how the bisection switches subsets on. Each process that enabled FlagGems writes a line to
 `PORTABILITY_FLAGGEMS_MARKER` (a file), so a run can prove FlagGems was on where the model ran.
+
+`PORTABILITY_FLAGGEMS_RECORD=DIR` turns on FlagGems' own call log (`enable(record=True, once=True)`:
+one line per logging call site, `[DEBUG] <module>.<function>: GEMS ...`), one file per process in DIR;
+`called_functions(DIR)` reads back which FlagGems functions ran. A failed gate run recorded this way
+hands the bisection the functions that really ran in the engine, where vLLM cannot say which aten
+operators its model dispatches to.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 PLUGIN_NAME = "portability_flaggems"
@@ -31,12 +38,17 @@ def enable_from_env() -> list[str] | None:
     os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")  # as backends/flaggems.py: tuning survives restarts
     import flag_gems
 
+    record_dir = os.environ.get("PORTABILITY_FLAGGEMS_RECORD")
+    record: dict = {}
+    if record_dir:
+        Path(record_dir).mkdir(parents=True, exist_ok=True)
+        record = {"record": True, "once": True, "path": str(Path(record_dir) / f"calls.{os.getpid()}.log")}
     include = os.environ.get("PORTABILITY_FLAGGEMS_INCLUDE")
     if include is not None:
         ops = [op for op in include.split(",") if op]
-        flag_gems.only_enable(include=ops)
+        flag_gems.only_enable(include=ops, **record)
     else:
-        flag_gems.enable()
+        flag_gems.enable(**record)
         ops = ["*"]
     _done = True
     marker = os.environ.get("PORTABILITY_FLAGGEMS_MARKER")
@@ -53,10 +65,10 @@ def vllm_general_plugin() -> None:
     enable_from_env()
 
 
-def all_ops(dispatched: list[str] | None = None) -> list[str]:
+def all_ops(dispatched: list[str] | None = None, called: list[str] | None = None) -> list[str]:
     """FlagGems function names (what `only_enable(include=...)` matches; not aten keys such as
     `add.Tensor`, which it silently ignores): every one, or those registered for any overload of the
-    aten operators named in `dispatched` (the bisection's universe)."""
+    aten operators named in `dispatched`, or those among `called` (the bisection's universe)."""
     import flag_gems
 
     wanted = set(dispatched) if dispatched is not None else None
@@ -65,7 +77,25 @@ def all_ops(dispatched: list[str] | None = None) -> list[str]:
         for entry in flag_gems._FULL_CONFIG
         if wanted is None or entry[0].split(".")[0] in wanted
     ]
+    if called is not None:
+        switchable = set(names)
+        names = [name for name in called if name in switchable]
     return list(dict.fromkeys(names))
+
+
+# FlagGems' log format is "[%(levelname)s] %(name)s.%(funcName)s: %(message)s" (flag_gems/logging_utils.py)
+_CALL_LINE = re.compile(r"^\[[A-Z]+\] flag_gems[\w.]*\.(\w+): ", re.MULTILINE)
+
+
+def called_functions(record_dir: Path) -> list[str]:
+    """Names of the functions that wrote to FlagGems' call logs in `record_dir`, first seen first (empty
+    when nothing was recorded). Helpers log too, and some FlagGems functions never log: callers keep
+    the names FlagGems can switch on and check that the set reproduces what they look for."""
+    names: dict[str, None] = {}
+    for log in sorted(Path(record_dir).glob("calls.*.log")):
+        for match in _CALL_LINE.finditer(log.read_text(errors="replace")):
+            names.setdefault(match.group(1))
+    return list(names)
 
 
 def plugin_path(cache: Path) -> Path:
