@@ -553,5 +553,23 @@ def test_the_functions_flaggems_logs_as_called_are_read_back_in_first_call_order
     (record / "calls.102.log").write_text("[DEBUG] flag_gems.ops.topk.topk: GEMS TOPK\n")
     (record / "engine.log").write_text("[DEBUG] flag_gems.ops.silu.silu: not a call log\n")
 
-    assert called_functions(record) == ["mul", "mm", "topk"]
+    hopper = "flag_gems.runtime.backend._nvidia.hopper.ops"
+    assert called_functions(record) == [f"{hopper}.mul.mul", "flag_gems.ops.mm.mm", "flag_gems.ops.topk.topk"]
     assert called_functions(tmp_path / "nothing-recorded") == []
+
+
+def test_a_helper_in_flaggems_call_log_stands_for_the_functions_its_module_registers():
+    from portability.serving.engines.flaggems_hook import switchable_among
+
+    hopper = "flag_gems.runtime.backend._nvidia.hopper.ops"
+    registered = [  # (module, name) as flag_gems._FULL_CONFIG holds them on an H100 (flag-gems 5.0.2)
+        (f"{hopper}.mm", "mm"),
+        (f"{hopper}.mm", "mm_out"),
+        (f"{hopper}.mul", "mul"),
+        (f"{hopper}.mul", "mul_"),
+        ("flag_gems.ops.topk", "topk"),
+        ("flag_gems.ops.zeros", "zeros"),
+    ]
+    # Hopper's mm logs in its helper general_mm, as the H100 gate run of 2026-11-25 recorded it
+    called = [f"{hopper}.mm.general_mm", f"{hopper}.mul.mul", "flag_gems.ops.topk.topk", "flag_gems.ops.x.x"]
+    assert switchable_among(called, registered) == ["mm", "mm_out", "mul", "topk"]

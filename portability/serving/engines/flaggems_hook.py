@@ -65,37 +65,58 @@ def vllm_general_plugin() -> None:
     enable_from_env()
 
 
+# FlagGems' log format is "[%(levelname)s] %(name)s.%(funcName)s: %(message)s" (flag_gems/logging_utils.py),
+# its loggers are named after their modules: the line names the module and the function that logged
+_CALL_LINE = re.compile(r"^\[[A-Z]+\] (flag_gems[\w.]*\.\w+): ", re.MULTILINE)
+
+
+def called_functions(record_dir: Path) -> list[str]:
+    """`module.function` of what wrote to FlagGems' call logs in `record_dir`, first seen first (empty
+    when nothing was recorded). Helpers log too (Hopper's `mm` logs in `general_mm`), and some FlagGems
+    functions never log: `switchable_among` maps them, and callers check that the set reproduces what
+    they look for."""
+    names: dict[str, None] = {}
+    for log in sorted(Path(record_dir).glob("calls.*.log")):
+        for match in _CALL_LINE.finditer(log.read_text(errors="replace")):
+            names.setdefault(match.group(1))
+    return list(names)
+
+
+def switchable_among(called: list[str], registered: list[tuple[str, str]]) -> list[str]:
+    """The FlagGems function names (`only_enable` matches these) behind `called` (`module.function`):
+    the function itself where FlagGems registers it, else every function registered from the module
+    the helper lives in. `registered` is (module, name) per registered function."""
+    by_module: dict[str, list[str]] = {}
+    for module, name in registered:
+        by_module.setdefault(module, []).append(name)
+    found: dict[str, None] = {}
+    for qualified in called:
+        module, _, function = qualified.rpartition(".")
+        names = by_module.get(module, [])
+        for name in [function] if function in names else names:
+            found.setdefault(name)
+    return list(found)
+
+
 def all_ops(dispatched: list[str] | None = None, called: list[str] | None = None) -> list[str]:
     """FlagGems function names (what `only_enable(include=...)` matches; not aten keys such as
     `add.Tensor`, which it silently ignores): every one, or those registered for any overload of the
-    aten operators named in `dispatched`, or those among `called` (the bisection's universe)."""
+    aten operators named in `dispatched`, or those behind the `called` functions of a call log (the
+    bisection's universe)."""
     import flag_gems
 
+    if called is not None:
+        registered = [
+            (getattr(e[1], "__module__", ""), getattr(e[1], "__name__", "")) for e in flag_gems._FULL_CONFIG
+        ]
+        return switchable_among(called, registered)
     wanted = set(dispatched) if dispatched is not None else None
     names = [
         getattr(entry[1], "__name__", str(entry[1]))
         for entry in flag_gems._FULL_CONFIG
         if wanted is None or entry[0].split(".")[0] in wanted
     ]
-    if called is not None:
-        switchable = set(names)
-        names = [name for name in called if name in switchable]
     return list(dict.fromkeys(names))
-
-
-# FlagGems' log format is "[%(levelname)s] %(name)s.%(funcName)s: %(message)s" (flag_gems/logging_utils.py)
-_CALL_LINE = re.compile(r"^\[[A-Z]+\] flag_gems[\w.]*\.(\w+): ", re.MULTILINE)
-
-
-def called_functions(record_dir: Path) -> list[str]:
-    """Names of the functions that wrote to FlagGems' call logs in `record_dir`, first seen first (empty
-    when nothing was recorded). Helpers log too, and some FlagGems functions never log: callers keep
-    the names FlagGems can switch on and check that the set reproduces what they look for."""
-    names: dict[str, None] = {}
-    for log in sorted(Path(record_dir).glob("calls.*.log")):
-        for match in _CALL_LINE.finditer(log.read_text(errors="replace")):
-            names.setdefault(match.group(1))
-    return list(names)
 
 
 def plugin_path(cache: Path) -> Path:
