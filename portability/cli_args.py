@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="vLLM CUDA graphs on (enforce_eager false) or off, overriding matrix.yaml",
     )
     run.add_argument(
+        "--flaggems-exclude",
+        default="",
+        help="FlagGems functions left off in the flaggems serving cells (e.g. a bisection's culprits: mul), "
+        "overriding serving.flaggems_exclude",
+    )
+    run.add_argument(
         "--workers",
         type=_positive_int,
         default=None,

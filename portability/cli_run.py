@@ -71,14 +71,15 @@ def _write_coverage(out: Path) -> None:
 
 
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
-    """--engines / --model / --cuda-graphs / --serving-only change the matrix's serving block, checked
-    like the block itself (one line naming the flag and what is allowed, exit 2)."""
+    """--engines / --model / --cuda-graphs / --flaggems-exclude / --serving-only change the matrix's
+    serving block, checked like the block itself (one line naming the flag and what is allowed, exit 2)."""
     if args.no_serving and args.serving_only:
         raise UsageError("--no-serving and --serving-only exclude each other, expected at most one")
     wanted = {
         "engines": list(split_csv(args.engines)) or None,
         "model": args.model,
         "cuda_graphs": None if args.cuda_graphs is None else args.cuda_graphs == "on",
+        "flaggems_exclude": list(split_csv(args.flaggems_exclude)) or None,
     }
     wanted = {k: v for k, v in wanted.items() if v is not None}
     if not wanted:
@@ -92,9 +93,12 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
         block.pop("enforce_eager", None)
 
     def error(path: tuple, what: str, expected: str) -> None:
-        flag = {"engines": "--engines", "model": "--model", "cuda_graphs": "--cuda-graphs"}.get(
-            str(path[0]) if path else "", "serving"
-        )
+        flag = {
+            "engines": "--engines",
+            "model": "--model",
+            "cuda_graphs": "--cuda-graphs",
+            "flaggems_exclude": "--flaggems-exclude",
+        }.get(str(path[0]) if path else "", "serving")
         raise UsageError(f"{flag}: {what}, expected {expected}")
 
     config.serving = validate_serving(block, error)

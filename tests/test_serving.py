@@ -127,6 +127,11 @@ def test_gate_default_top_k_at_qwen3_vocabulary_still_tells_a_wrong_model():
         ({"timeouts": {"run_s": -1}}, "run_s is -1, expected a number > 0"),
         ({"bisect_ops": "mm"}, "bisect_ops is 'mm', expected a non-empty list of FlagGems function names"),
         ({"bisect_ops": []}, "bisect_ops is [], expected a non-empty list"),
+        ({"flaggems_exclude": "mul"}, "flaggems_exclude is 'mul', expected a non-empty list of FlagGems"),
+        (
+            {"bisect_ops": ["mm", "mul"], "flaggems_exclude": ["mul"]},
+            "bisect_ops names mul, which flaggems_exclude leaves off, expected each FlagGems function in at",
+        ),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization is 1.5, expected a share in (0, 1]"),
     ],
 )

@@ -48,6 +48,11 @@ class CellContext:
             self._ckpt = synthetic_checkpoint(self.s.model, self.s.seed)
         return self._ckpt
 
+    def env(self, engine: Any, backend: str, include: list[str] | None = None) -> dict[str, str]:
+        """The environment of a run of `engine` on `backend`: FlagGems limited to `include` (a bisection
+        subset) if given, else all of it but `serving.flaggems_exclude`."""
+        return engine.env(backend, include=include, exclude=self.s.flaggems_exclude)
+
     def spec(self, engine: str, backend: str, device: str, mode: str, **over: Any) -> dict[str, Any]:
         s = self.s
         dtype = s.dtype if s.dtype != "auto" else ("float32" if device.split(":")[0] == "cpu" else "bfloat16")

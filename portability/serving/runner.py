@@ -98,8 +98,11 @@ def _run_cells(
         on_cpu = device.split(":")[0] == "cpu"
         graphs = engine_name.startswith("vllm") and not on_cpu and not settings.enforce_eager
         mode = "+graphs" if graphs else ""
+        # FlagGems with some functions left off is another configuration than all of it: its own id
+        excluded = settings.flaggems_exclude if backend == "flaggems" else []
+        without = f":without:{','.join(excluded)}" if excluded else ""
         row: dict[str, Any] = {
-            "id": f"serving:{engine_name}{mode}:{backend}@{device}:{settings.model_name}",
+            "id": f"serving:{engine_name}{mode}:{backend}@{device}:{settings.model_name}{without}",
             "kind": "serving",
             "cuda_graphs": graphs,
             "cell": f"{backend}@{device}",
@@ -111,6 +114,7 @@ def _run_cells(
             "reason": None,
             "gate": None,
             "culprits": [],
+            "flaggems_exclude": excluded,
             "time": time.time(),
             **dict.fromkeys(METRIC_FIELDS),
         }
@@ -173,7 +177,7 @@ def _serve_cell(ctx, engine, backend, device, mode, row, native, references) -> 
     """Throughput, online latency and the gate of one cell, into `row`; a failed flaggems cell is bisected."""
     settings, engine_name = ctx.s, engine.name
     log = ctx.logs / f"serving.{engine_name}.{backend}@{device.replace(':', '_')}.log"
-    env = engine.env(backend)
+    env = ctx.env(engine, backend)
     try:
         step_throughput(ctx, engine_name, backend, device, env, log, row, native, mode)
         online_failed = None

