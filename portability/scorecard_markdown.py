@@ -190,7 +190,7 @@ def render_markdown(
         sections += [
             f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
             f"overloads FlagGems registers ({_registry_words(cov)}; measured by dispatch, see "
-            "`portability coverage`).",
+            "`portability coverage`)." + _broken_words(cov),
             "",
             f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
             + uncovered
@@ -254,6 +254,20 @@ def render_markdown(
             [*head, verdict, "", "_Details omitted to fit a PR comment: see scorecard.json._", ""]
         )
     return text
+
+
+def _broken_words(cov: dict) -> str:
+    """A count that is low because specs could not be built on the measuring host (a missing package,
+    say) is a harness problem, not a coverage gap: say so beside the count."""
+    broken = cov.get("broken_specs") or {}
+    if not broken:
+        return ""
+    name, why = next(iter(broken.items()))
+    return " " + md_text(
+        f"{len(broken)} specs could not be built on the host that measured it and cover nothing"
+        f" (e.g. {name}: {why}).",
+        cap=400,
+    )
 
 
 def _registry_words(cov: dict) -> str:

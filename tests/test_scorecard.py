@@ -188,3 +188,22 @@ def test_failures_native_torch_shares_are_flagged_not_reclassified(tmp_path):
         "2 more not compared (no pass/fail row on `torch@cuda`)."
     ) in lines
     assert not any(line.startswith(("- `flaggems@npu`:", "- `torch@cuda`:")) for line in lines)
+
+
+def test_coverage_measured_without_some_specs_says_so_beside_the_count():
+    """On a GPU box without expecttest the OpInfo specs could not load: 148/433 there was a harness gap."""
+    data = summarize(ROWS)
+    data["coverage"] = {
+        "covered": 148,
+        "registered": 433,
+        "uncovered": ["abs"],
+        "registry": "live",
+        "registry_note": "vendor nvidia",
+        "broken_specs": {"aten._log_softmax": "ModuleNotFoundError: No module named 'expecttest'"},
+    }
+    md = render_markdown(data)
+    line = next(line for line in md.splitlines() if line.startswith("FlagGems coverage"))
+    assert "**148/433**" in line and "1 specs could not be built on the host that measured it" in line
+    assert "No module named 'expecttest'" in line
+    data["coverage"]["broken_specs"] = {}
+    assert "could not be built" not in render_markdown(data)

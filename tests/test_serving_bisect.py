@@ -60,6 +60,7 @@ def test_a_gate_failure_is_bisected_to_the_faulty_kernel_and_serving_without_it_
     assert faulty["bisect"]["universe"] == "functions the failed gate run called"
     assert faulty["bisect"]["ops"] == 3 and faulty["bisect"]["complete"], faulty["bisect"]
     assert "culprits: rsqrt" in faulty["reason"]
+    assert not (out / "coverage.json").exists()  # serving only: no operator case, no catalog coverage
     first_card = (out / "scorecard.md").read_text()
     assert "1 Qwen3 serving row(s) fail" in first_card
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run `portability run` on an air-gapped GPU box that has torch/triton/pytest/xdist/tabulate but no
 # package registry (the lab box we record scorecards on). Wheels for what it lacks travel in .whl/
-# (flag-gems 5.0.2 installed --no-deps, sqlalchemy, greenlet, pytest-timeout); the FlagGems autotune
+# (flag-gems 5.0.2 installed --no-deps, sqlalchemy, greenlet, pytest-timeout, expecttest: the OpInfo specs
+# import it through torch.testing, and without it 335 specs cannot load); the FlagGems autotune
 # cache travels in .gpu/flaggems-cache.tgz between runs so later runs start warm.
 #
 # usage: [RUN_TIMEOUT=540] tools/gpu-run.sh RUN_DIR [portability run args...]   (OUT: where results go back)
@@ -33,6 +34,7 @@ mkdir -p "$FLAGGEMS_CACHE_DIR"
 # GPU and FlagGems compiles each kernel's chosen config once instead of benchmarking all of them.
 mkdir -p "$TRITON_CACHE_DIR"
 [ -f .gpu/triton-autotune.tgz ] && [ -z "$(ls -A "$TRITON_CACHE_DIR")" ] && tar xzf .gpu/triton-autotune.tgz -C /tmp/cache
+python3 -c "import expecttest" 2>/dev/null || echo "warning: expecttest is not importable: the OpInfo specs (kernels/aten_opinfo.py) cannot load; carry its wheel in .whl/" >&2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # A run started on an earlier machine continues from its results carried in .gpu/<name>/.
 seed=".gpu/$(basename "$run_dir")"
