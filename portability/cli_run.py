@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     _print_cells(plan.cells)
     out.mkdir(parents=True, exist_ok=True)
-    if plan.cases and any(c.adapter == "flaggems" for c in plan.cells):
+    if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
         _write_coverage(out)  # first: a run cut short still says what the catalog covers
     run_plan(plan, out, resume=args.resume)
     stopped = None
