@@ -26,7 +26,7 @@ def extra_spec_modules() -> list[str]:
 
 
 def _import_extra(name: str) -> ModuleType:
-    from portability.config import ConfigError
+    from portability.matrix.config import ConfigError
 
     try:
         if name.endswith(".py"):
@@ -54,10 +54,13 @@ def load_catalog() -> dict[str, OpSpec]:
     import portability.kernels as pkg
 
     modules: list[tuple[str, ModuleType]] = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
+    # kernels/ groups its families in sub-packages (qwen3/, aten/, fused/); `_`-prefixed modules are helpers
+    for info in sorted(pkgutil.walk_packages(pkg.__path__, f"{pkg.__name__}."), key=lambda i: i.name):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if info.ispkg or leaf.startswith("_"):
             continue
-        modules.append((f"kernels/{info.name}.py", importlib.import_module(f"{pkg.__name__}.{info.name}")))
+        where = "kernels/" + info.name.removeprefix(f"{pkg.__name__}.").replace(".", "/") + ".py"
+        modules.append((where, importlib.import_module(info.name)))
     modules += [(name, _import_extra(name)) for name in extra_spec_modules()]
     specs: dict[str, OpSpec] = {}
     for where, module in modules:

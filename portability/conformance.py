@@ -15,9 +15,9 @@ import time
 import pytest
 import torch
 
-from portability.compare import check_output
-from portability.config import Tolerance
-from portability.execute import _to, reference
+from portability.matrix.config import Tolerance
+from portability.run.case import _to, reference
+from portability.run.judge import check_output
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
 CHECK_OPS = ("add", "softmax", "silu")

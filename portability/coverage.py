@@ -185,7 +185,7 @@ def dispatched_overloads(spec: OpSpec, keys: Iterable[str] = ()) -> set[str]:
     """The aten overload keys (FlagGems' spelling: `add.Tensor`, `mm`) the spec's smallest case reaches,
     called as the harness calls it; `keys` are the overloads to listen for below autograd (composite
     ones), everything that reaches the backend is recorded anyway."""
-    from portability.execute import _out_buffers, _to, invoke, reference
+    from portability.run.case import _out_buffers, _to, invoke, reference
 
     dtype = "fp32" if "fp32" in spec.dtypes else spec.dtypes[0]
     case = min(spec.cases, key=lambda c: c.input_bytes(dtype))

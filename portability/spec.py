@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 if TYPE_CHECKING:
-    from portability.stats import Distribution
+    from portability.distributions import Distribution
 
 DTYPES: dict[str, torch.dtype] = {
     "fp64": torch.float64,
@@ -218,7 +218,7 @@ def _flat_tensors(out: Any) -> list[torch.Tensor]:
 
 Compare = Literal["allclose", "values_of_indices", "sorted_values", "exact", "unordered_rows", "unique"]
 
-# What kind of call an operator is; each kind has its own contract, checked by execute.py:
+# What kind of call an operator is; each kind has its own contract, checked by run/case.py:
 #   functional  returns new tensors; no input may be written.
 #   inplace     `add_`, `copy_`...: the first argument is mutated and returned (the same tensor, not a copy);
 #               no other input may be written. (`mutates=True` is the older spelling of this kind.)
@@ -228,7 +228,7 @@ Compare = Literal["allclose", "values_of_indices", "sorted_values", "exact", "un
 #               (w.r.t. the inputs that require grad, else every floating-point input; a seeded cotangent)
 #               and compares the gradients with autograd's own in float64 on the CPU. `flaggems=` names the
 #               backward kernels, so on FlagGems the forward stays torch and the backward is FlagGems'.
-#   random      never compared elementwise: `distribution=` (portability.stats) checks support and
+#   random      never compared elementwise: `distribution=` (portability.distributions) checks support and
 #               goodness of fit at a fixed significance, and two calls under one seed must agree exactly.
 OpKind = Literal["functional", "inplace", "out", "backward", "random"]
 
@@ -252,7 +252,7 @@ class OpSpec:
               whose rows form a set (`nonzero`-like); "unique" for (values[, inverse][, counts]) results
               whose order is implementation-defined (`unique(sorted=False)`).
     kind:     functional / inplace / out / backward / random: see OpKind above.
-    distribution: for random ops, what the output must be distributed as (portability.stats).
+    distribution: for random ops, what the output must be distributed as (portability.distributions).
     bytes / flops: models of the work done, for GB/s and TFLOP/s: callables (case, dtype, out) -> int.
     """
 

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from portability.catalog import load_catalog
-from portability.compare import check_output
-from portability.config import Tolerance
-from portability.execute import reference
+from portability.matrix.config import Tolerance
+from portability.run.case import reference
+from portability.run.judge import check_output
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
 CATALOG = load_catalog()

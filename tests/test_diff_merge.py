@@ -7,8 +7,8 @@ import shutil
 
 from conftest import ROOT
 
-from portability.results import ResultWriter, read_results
-from portability.scorecard import md_text
+from portability.results.store import ResultWriter, read_results
+from portability.scorecard.write import md_text
 
 GPU_SHARD = ROOT / "docs" / "scorecards" / "h100-faults-2026-11-24"
 H100 = ROOT / "docs" / "scorecards" / "h100-2026-11-24" / "results.jsonl"

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import ROOT
 
-from portability.poison import _mallopt, perturbed_malloc, poison_allocator
+from portability.run.poison import _mallopt, perturbed_malloc, poison_allocator
 
 FAULTS = "tests/fault_adapters/faults.yaml"
 SPECS = {"PORTABILITY_SPECS": "tests/fault_adapters/specs.py"}

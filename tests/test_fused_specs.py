@@ -20,7 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from portability.kernels import _fused, fused_activation, fused_cache, fused_misc, fused_moe
+from portability.kernels.fused import _common as _fused
+from portability.kernels.fused import activation as fused_activation
+from portability.kernels.fused import cache as fused_cache
+from portability.kernels.fused import misc as fused_misc
+from portability.kernels.fused import moe as fused_moe
 
 from portability.catalog import load_catalog
 from portability.spec import make_inputs

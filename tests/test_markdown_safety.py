@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from portability.scorecard import MAX_COMMENT_BYTES, md_text, render_junit, render_markdown, summarize
+from portability.scorecard.write import MAX_COMMENT_BYTES, md_text, render_junit, render_markdown, summarize
 
 HOSTILE = (
     "boom | `rm -rf` <script>alert(1)</script> @maintainers fixes #123 **bold** [x](http://evil) "

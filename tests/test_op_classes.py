@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from portability.stats import Bernoulli, Normal, chi2_critical, ks_critical, ks_statistic
+from portability.distributions import Bernoulli, Normal, chi2_critical, ks_critical, ks_statistic
 
 SPECS = {"PORTABILITY_SPECS": "tests/fault_adapters/class_specs.py"}
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from portability.catalog import all_tags, load_catalog
-from portability.config import ConfigError, load_matrix
-from portability.plan import Filters, build_plan, select_operators
+from portability.matrix.config import ConfigError, load_matrix
+from portability.plan.cells import Filters, build_plan, select_operators
 from portability.registry import is_adapter_reference
 
 MATRIX = """\
@@ -84,7 +84,7 @@ def test_schema_error_names_the_line_and_what_is_allowed(tmp_path):
 
 
 def test_a_case_that_cannot_fit_in_device_memory_is_refused_with_the_figures():
-    from portability.plan import memory_refusal
+    from portability.plan.cells import memory_refusal
 
     gib = 2**30
     assert memory_refusal(1 * gib, 80 * gib) is None

@@ -1,7 +1,7 @@
-"""How a cell's cases are ordered for pytest-xdist's worksteal workers (portability/schedule.py)."""
+"""How a cell's cases are ordered for pytest-xdist's worksteal workers (portability/plan/schedule.py)."""
 
-from portability.execute import CaseRequest
-from portability.schedule import deal, order_cases, worksteal_blocks
+from portability.plan.schedule import deal, order_cases, worksteal_blocks
+from portability.run.case import CaseRequest
 
 
 def _case(op: str, case: str, dtype: str, nbytes: int) -> CaseRequest:

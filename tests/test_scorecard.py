@@ -6,8 +6,8 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
-from portability.results import ResultWriter, read_results
-from portability.scorecard import render_junit, render_markdown, summarize, write_scorecard
+from portability.results.store import ResultWriter, read_results
+from portability.scorecard.write import render_junit, render_markdown, summarize, write_scorecard
 
 
 def op_row(cell: str, op: str, case: str, status: str, speedup: float | None = None, **extra) -> dict:

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from portability.config import ConfigError, load_matrix
+from portability.matrix.config import ConfigError, load_matrix
 from portability.registry import is_adapter_reference
+from portability.scorecard.serving_table import render_serving_table
 from portability.serving import model_config_dir
 from portability.serving.bisect import find_culprits
 from portability.serving.checkpoint import parameter_shapes, synthetic_checkpoint
 from portability.serving.gate import compare_logprobs, dense_to_positions, resolve_top_k, verdict
 from portability.serving.settings import ServingSettings, validate_serving
-from portability.serving.table import render_serving_table
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
@@ -363,7 +363,7 @@ def _engine_core_pids(cache: Path) -> set[int]:
 def test_vllm_serves_qwen3_tiny_on_cpu_throughput_latency_and_gate(tmp_path, monkeypatch):
     """One real run: vllm on torch@cpu (dummy-weights throughput, OpenAI server latency through vLLM's
     benchmark, gate on the synthetic checkpoint vs hf float32), flaggems@cpu unavailable with a reason."""
-    from portability.results import ResultWriter, read_results
+    from portability.results.store import ResultWriter, read_results
     from portability.serving import run_serving
 
     monkeypatch.setenv("PORTABILITY_CACHE", str(tmp_path / "cache"))
@@ -457,7 +457,7 @@ def test_sigterm_while_serving_keeps_what_was_measured_and_resume_serves_the_cel
     import sys
     import time
 
-    from portability.results import read_results
+    from portability.results.store import read_results
     from tests.conftest import ROOT
 
     matrix = tmp_path / "matrix.yaml"

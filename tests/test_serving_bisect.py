@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from portability.results import read_results
+from portability.results.store import read_results
 from tests.conftest import ROOT, run_cli
 
 FAULTY_FLAG_GEMS = ROOT / "tests" / "faulty_flag_gems"

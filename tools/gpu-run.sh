@@ -34,7 +34,7 @@ mkdir -p "$FLAGGEMS_CACHE_DIR"
 # GPU and FlagGems compiles each kernel's chosen config once instead of benchmarking all of them.
 mkdir -p "$TRITON_CACHE_DIR"
 [ -f .gpu/triton-autotune.tgz ] && [ -z "$(ls -A "$TRITON_CACHE_DIR")" ] && tar xzf .gpu/triton-autotune.tgz -C /tmp/cache
-python3 -c "import expecttest" 2>/dev/null || echo "warning: expecttest is not importable: the OpInfo specs (kernels/aten_opinfo.py) cannot load; carry its wheel in .whl/" >&2
+python3 -c "import expecttest" 2>/dev/null || echo "warning: expecttest is not importable: the OpInfo specs (kernels/aten/opinfo.py) cannot load; carry its wheel in .whl/" >&2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 # A run started on an earlier machine continues from its results carried in .gpu/<name>/.
 seed=".gpu/$(basename "$run_dir")"

@@ -27,6 +27,6 @@ def run_serving(*args, **kwargs):
 
 
 def render_serving_table(rows):
-    from portability.serving.table import render_serving_table as render
+    from portability.scorecard.serving_table import render_serving_table as render
 
     return render(rows)

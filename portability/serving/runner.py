@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from portability.results import ResultWriter, read_results
+from portability.results.store import ResultWriter, read_results
 from portability.serving.cell_context import CellContext
 from portability.serving.procs import RunFailed
 from portability.serving.settings import ServingSettings

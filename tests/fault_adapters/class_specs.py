@@ -5,8 +5,8 @@ the correct call. Names say what is expected: `good_*` must pass, `bad_*` must f
 import torch
 import torch.nn.functional as F
 
+from portability.distributions import Bernoulli, Normal, Uniform
 from portability.spec import Case, OpSpec, T
-from portability.stats import Bernoulli, Normal, Uniform
 
 F32 = ("fp32",)
 TAGS = ("planted",)

@@ -1,0 +1,1 @@
+"""Fused FlagGems operators outside aten (those vLLM and vllm-plugin-FL call); helpers in _common.py."""

@@ -1,0 +1,142 @@
+"""The `portability` argument parser: one subparser per subcommand, each bound to its implementation
+(`args.func`), and the argument types that reject bad numbers as argparse usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from portability.cli.commands import (
+    cmd_ci_matrix,
+    cmd_conformance,
+    cmd_coverage,
+    cmd_diff,
+    cmd_list,
+    cmd_merge,
+    cmd_new_adapter,
+    cmd_report,
+    cmd_scorecard,
+)
+from portability.cli.run import cmd_run
+
+DESCRIPTION = "`portability` command line: run, list, scorecard."
+
+
+def _add_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--matrix", default="matrix.yaml", help="matrix file (default: ./matrix.yaml)")
+    p.add_argument("--backends", default="", help="comma-separated backend names from the matrix")
+    p.add_argument("--devices", default="", help="comma-separated devices or device types (cpu,cuda,...)")
+    p.add_argument("--ops", default="", help="comma-separated operator names")
+    p.add_argument("--dtypes", default="", help="comma-separated dtypes (fp32,fp16,bf16,...)")
+    p.add_argument("--tags", default="", help="only operators with one of these tags")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds > 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portability", description=DESCRIPTION)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the matrix and write results + scorecard into --out")
+    _add_filters(run)
+    run.add_argument("--out", required=True, help="run directory")
+    run.add_argument("--resume", action="store_true", help="finish an interrupted run in --out")
+    run.add_argument("--no-serving", action="store_true", help="operator cases only")
+    run.add_argument("--serving-only", action="store_true", help="Qwen3 serving only, no operator cases")
+    run.add_argument(
+        "--engines", default="", help="serving engines (vllm,vllm-fl,hf), overriding matrix.yaml"
+    )
+    run.add_argument(
+        "--model",
+        default=None,
+        help="served model: a shipped config (qwen3-tiny, qwen3-4b) or a directory with real weights",
+    )
+    run.add_argument(
+        "--cuda-graphs",
+        default=None,
+        choices=["on", "off"],
+        help="vLLM CUDA graphs on (enforce_eager false) or off, overriding matrix.yaml",
+    )
+    run.add_argument(
+        "--flaggems-exclude",
+        default="",
+        help="FlagGems functions left off in the flaggems serving cells (e.g. a bisection's culprits: mul), "
+        "overriding serving.flaggems_exclude",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="pytest-xdist workers per cell, overriding perf.workers (e.g. 8 to compile a cold GPU cache "
+        "in parallel; timings then share the device)",
+    )
+    run.add_argument(
+        "--case-timeout",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="seconds one case may take, compile and autotune included, overriding perf.timeout_s (a warm "
+        "cache needs far less than a cold one: a case still running then is reported as a timeout)",
+    )
+    run.add_argument(
+        "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"
+    )
+    run.set_defaults(func=cmd_run)
+    lst = sub.add_parser("list", help="show the cells (and why any is unavailable), or the operators")
+    _add_filters(lst)
+    lst.add_argument("what", nargs="?", choices=["cells", "ops"], default="cells")
+    lst.set_defaults(func=cmd_list)
+    sc = sub.add_parser("scorecard", help="render scorecard.md/.json/junit.xml from a results file")
+    sc.add_argument("results", help="results.jsonl or a run directory")
+    sc.add_argument("--out", default=None, help="where to write (default: beside the results)")
+    sc.set_defaults(func=cmd_scorecard)
+    con = sub.add_parser("conformance", help="check that an adapter keeps the BackendAdapter contract")
+    con.add_argument("--backend", required=True, help="adapter name, or module:Class / file.py:Class")
+    con.add_argument("--device", default="cpu")
+    con.set_defaults(func=cmd_conformance)
+    new = sub.add_parser("new-adapter", help="write a package skeleton for a new backend adapter")
+    new.add_argument("name")
+    new.add_argument("--out", default=".")
+    new.set_defaults(func=cmd_new_adapter)
+    rep = sub.add_parser("report", help="a self-contained HTML report (grid, heatmap, trend) of a run")
+    rep.add_argument("run_dir")
+    rep.add_argument("--trend", default=None, help="trend file (default: none)")
+    rep.add_argument("--out", default=None, help="default: RUN_DIR/report.html")
+    rep.set_defaults(func=cmd_report)
+    cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
+    cim.add_argument("--matrix", default="matrix.yaml")
+    cim.set_defaults(func=cmd_ci_matrix)
+    mrg = sub.add_parser("merge", help="merge run directories from several machines into one scorecard")
+    mrg.add_argument("shards", nargs="+", help="run directories (or results.jsonl files)")
+    mrg.add_argument("--out", required=True)
+    mrg.set_defaults(func=cmd_merge)
+    dif = sub.add_parser(
+        "diff", help="regressions and improvements of NEW against BASE (PR-comment Markdown)"
+    )
+    dif.add_argument("base")
+    dif.add_argument("new")
+    dif.add_argument("--out", default=None, help="also write the Markdown here")
+    dif.add_argument("--fail-on-regression", action="store_true", help="exit 1 when there is a regression")
+    dif.set_defaults(func=cmd_diff)
+    cov = sub.add_parser("coverage", help="which FlagGems-registered aten overloads the catalog exercises")
+    cov.add_argument("--backend", default="flaggems")
+    cov.add_argument("--json", action="store_true", help="machine-readable output")
+    cov.set_defaults(func=cmd_coverage)
+    return parser

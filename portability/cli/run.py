@@ -1,0 +1,126 @@
+"""`portability run`: plan the matrix (with the command line's filters and overrides), run its operator
+cases, serve Qwen3 on the serving cells, then write the run's scorecard and append to the trend file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from portability.cli.common import UsageError, load_config, parse_filters, split_csv
+from portability.matrix.config import MatrixConfig
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from portability.plan.cells import build_plan
+    from portability.run.session import run_plan, write_run_info
+    from portability.scorecard.write import write_scorecard
+
+    started = time.time()
+    config = load_config(args.matrix)
+    _override_serving(args, config)
+    plan = build_plan(config, parse_filters(args, config))
+    if args.serving_only:  # the cells still get their rows (and reasons); no operator case runs
+        plan.cases, plan.refused = [], []
+    if args.workers is not None:
+        plan.workers = args.workers
+    if args.case_timeout is not None:
+        plan.timeout_s = args.case_timeout
+    out = Path(args.out)
+    if args.resume and not (out / "results.jsonl").exists():
+        raise UsageError(
+            f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run"
+        )
+    _print_cells(plan.cells)
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
+        _write_coverage(out)  # first: a run cut short still says what the catalog covers
+    run_plan(plan, out, resume=args.resume)
+    stopped = None
+    if config.serving and not args.no_serving:
+        from portability.serving.runner import ServingStopped
+
+        try:
+            _run_serving(config, plan, out)
+        except ServingStopped as exc:  # the rows so far are on disk: still write the scorecard
+            stopped = exc
+            sys.stderr.write(f"serving stopped by {exc}: scorecard of what was measured follows\n")
+    elif args.serving_only:
+        sys.stderr.write(f"--serving-only: {config.path} has no serving block, nothing was served\n")
+    write_run_info(out, sys.argv[1:], config.path, started)
+    paths = write_scorecard(out)
+    from portability.scorecard.html import TREND_FILE, append_trend
+
+    append_trend(out, Path(args.trend) if args.trend else out.resolve().parent / TREND_FILE)
+    sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
+    return 128 + 15 if stopped else 0  # 143: ended by SIGTERM, as a shell reports it
+
+
+def _write_coverage(out: Path) -> None:
+    """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
+    import json
+
+    from portability.coverage import measure, to_json
+
+    try:
+        (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
+    except ModuleNotFoundError:
+        pass  # flag_gems not installed: its cells already say so
+
+
+def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
+    """--engines / --model / --cuda-graphs / --flaggems-exclude / --serving-only change the matrix's
+    serving block, checked like the block itself (one line naming the flag and what is allowed, exit 2)."""
+    if args.no_serving and args.serving_only:
+        raise UsageError("--no-serving and --serving-only exclude each other, expected at most one")
+    wanted = {
+        "engines": list(split_csv(args.engines)) or None,
+        "model": args.model,
+        "cuda_graphs": None if args.cuda_graphs is None else args.cuda_graphs == "on",
+        "flaggems_exclude": list(split_csv(args.flaggems_exclude)) or None,
+    }
+    wanted = {k: v for k, v in wanted.items() if v is not None}
+    if not wanted:
+        return
+    from portability.serving.settings import validate_serving
+
+    if args.model and not args.model.startswith("/") and Path(args.model).is_dir():
+        wanted["model"] = str(Path(args.model).resolve())  # a relative path to real weights
+    block = {**(config.serving_block or {"engines": ["vllm"]}), **wanted}
+    if "cuda_graphs" in wanted:
+        block.pop("enforce_eager", None)
+
+    def error(path: tuple, what: str, expected: str) -> None:
+        flag = {
+            "engines": "--engines",
+            "model": "--model",
+            "cuda_graphs": "--cuda-graphs",
+            "flaggems_exclude": "--flaggems-exclude",
+        }.get(str(path[0]) if path else "", "serving")
+        raise UsageError(f"{flag}: {what}, expected {expected}")
+
+    config.serving = validate_serving(block, error)
+    config.serving_block = block
+
+
+def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
+    """The serving block's engines crossed with the plan's cells of the serving backends."""
+    from portability.results.store import RESULTS_FILE, ResultWriter
+    from portability.serving import run_serving
+
+    cells = [
+        (engine, c.backend, c.device, c.status, c.reason)
+        for engine in config.serving.engines
+        for c in plan.cells
+        if c.backend in config.serving.backends
+    ]
+    run_serving(cells, config.serving, out, ResultWriter(out / RESULTS_FILE))
+
+
+def _print_cells(cells: list[Any]) -> None:
+    from tabulate import tabulate
+
+    rows = [[c.id, c.status, c.device_name or "", (c.reason or "")[:110]] for c in cells]
+    sys.stderr.write(tabulate(rows, headers=["cell", "state", "device", "reason"]) + "\n")

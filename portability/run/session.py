@@ -1,0 +1,204 @@
+"""Run a plan: one pytest session per available cell, in a subprocess, under pytest-xdist.
+
+The controller process (this one) never imports a backend's kernels: a cell's crash, hang or poisoned
+device context stays inside pytest's worker processes. Rows land in results.jsonl as cases finish; rows
+for cells that cannot run (unavailable / adapter error) and for cases no worker reported are written
+here, so every planned case has exactly one row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import portability
+from portability.plan.cells import Cell, Plan
+from portability.plan.schedule import order_cases
+from portability.results.store import RESULTS_FILE, ResultWriter, iter_results, latest_by_id
+
+PLAN_FILE = "cells.plan.json"  # what the pytest sessions run (on --resume: only what is left)
+FULL_PLAN_FILE = "plan.json"  # every planned case, so a scorecard can name what was never run
+
+
+def cell_row(cell: Cell) -> dict[str, Any]:
+    status = (
+        "unavailable" if cell.status == "unavailable" else ("error" if cell.status == "error" else "pass")
+    )
+    return {
+        "id": f"cell:{cell.id}",
+        "kind": "cell",
+        "cell": cell.id,
+        "backend": cell.backend,
+        "device": cell.device,
+        "status": status,
+        "reason": cell.reason or None,
+        "device_name": cell.device_name,
+        "versions": cell.versions,
+        "adapter": cell.adapter,
+        "dtypes": cell.dtypes,
+        "time": time.time(),
+    }
+
+
+def completed_ids(out: Path) -> set[str]:
+    return set(latest_by_id(iter_results(out / RESULTS_FILE)))
+
+
+def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
+    if plan.workers != "auto":
+        return max(1, min(int(plan.workers), n_cases))
+    if cell.device == "cpu" or ":" in cell.device:
+        return 1  # CPU timings are distorted by parallel workers; a pinned device has one worker
+    return max(1, min(cell.device_count, n_cases))
+
+
+def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -> int:
+    """Run every case of the plan, appending rows to out/results.jsonl. Returns the worst pytest exit code."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / RESULTS_FILE
+    if not resume and results.exists():
+        results.unlink()
+    if resume:
+        _drop_torn_tail(results)
+    done = completed_ids(out) if resume else set()
+    writer = ResultWriter(results)
+    for cell in plan.cells:
+        row_id = f"cell:{cell.id}"
+        if row_id not in done:
+            writer.append(cell_row(cell))
+    if not resume or not (out / FULL_PLAN_FILE).exists():
+        _write_atomically(plan, out / FULL_PLAN_FILE)
+    for req, why in plan.refused:  # refused at plan time: recorded, never run
+        if req.id not in done:
+            writer.append(
+                {
+                    **req.identity(),
+                    "status": "skip",
+                    "reason": f"refused at plan time: {why}",
+                    "time": time.time(),
+                }
+            )
+    left = [c for c in plan.cases if c.id not in done]
+    ordered = [  # per cell, the order its worksteal workers are fed in (see schedule.py)
+        case
+        for cell in plan.cells
+        for cases in [[c for c in left if c.cell == cell.id]]
+        for case in order_cases(cases, _workers(plan, cell, len(cases)))
+    ]
+    todo = Plan(plan.cells, ordered, plan.timeout_s, plan.workers)
+    _write_atomically(todo, out / PLAN_FILE)
+    (out / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    worst = 0
+    for cell in todo.cells:
+        cases = todo.cases_of(cell)
+        if cell.status != "available" or not cases:
+            continue
+        if not quiet:
+            sys.stderr.write(f"== {cell.id}: {len(cases)} case(s) on {cell.device_name or cell.device}\n")
+        code = _run_cell(todo, cell, len(cases), out)
+        worst = max(worst, code)
+        # Anything still without a row is recorded, not lost. pytest exit codes 0/1 mean it ran the session
+        # (a case left over is a crash of that case); any other code means the harness itself broke: infra.
+        have = completed_ids(out)
+        status = "crash" if code in (0, 1) else "infra"
+        log = f"logs/pytest.{cell.backend}@{cell.device.replace(':', '_')}.log"
+        for req in cases:
+            if req.id not in have:
+                writer.append(
+                    {
+                        **req.identity(),
+                        "status": status,
+                        "reason": f"no result: the pytest session for this cell "
+                        f"exited with code {code} before running this case (see {log})",
+                        "time": time.time(),
+                    }
+                )
+    return worst
+
+
+def _drop_torn_tail(results: Path) -> None:
+    """A run killed in the middle of an append can leave a last line without its newline. Readers ignore
+    it, but a resumed run appending after it would glue its first row onto it (and lose that row): cut the
+    file back to its last complete line first."""
+    if not results.exists():
+        return
+    data = results.read_bytes()
+    keep = data.rfind(b"\n") + 1
+    if keep < len(data):
+        with results.open("r+b") as fh:
+            fh.truncate(keep)
+            os.fsync(fh.fileno())
+
+
+def _write_atomically(plan: Plan, path: Path) -> None:
+    """A kill -9 while writing a plan file leaves the old file or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    plan.write(tmp)
+    os.replace(tmp, path)
+
+
+def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
+    n = _workers(plan, cell, n_cases)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(out / PLAN_FILE),
+        "-c",
+        str(out / "pytest.ini"),
+        "--rootdir",
+        str(out),
+        "-p",
+        "portability.run.pytest_plugin",
+        f"--portability-out={out}",
+        f"--portability-cell={cell.id}",
+        "-n",
+        str(n),
+        "--max-worker-restart",
+        "100000",
+        # worksteal, not load: a case that hangs until its timeout keeps no queue of other cases on its
+        # worker; idle workers take them (all but pytest's `nextitem`). Seen on an H100: one FlagGems
+        # case that never returned held its worker's cases back for the whole 300 s.
+        "--dist",
+        "worksteal",
+        f"--timeout={plan.timeout_s:g}",
+        "--timeout-method=thread",
+        "-q",
+        "--no-header",
+        "-s",
+        "-rN",
+    ]
+    env = dict(os.environ)
+    env.update(cell.env)
+    env["PORTABILITY_CELL"] = cell.id  # adapters can tell a cell's worker from the planning process
+    src_root = str(Path(portability.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log = out / "logs" / f"pytest.{cell.backend}@{cell.device.replace(':', '_')}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        # argv list, never a shell: no text from matrix.yaml is ever interpreted by a shell.
+        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=None, check=False)
+    return proc.returncode
+
+
+def write_run_info(out: Path, argv: list[str], matrix: str, started: float) -> None:
+    info = {
+        "command": "portability " + " ".join(argv),
+        "matrix": matrix,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "started": started,
+        "finished": time.time(),
+        "wall_s": round(time.time() - started, 1),
+        "portability": portability.__version__,
+    }
+    (out / "run.json").write_text(json.dumps(info, indent=1))

@@ -1,0 +1,277 @@
+"""scorecard.md: the scorecard as a pull-request comment. Every piece of text that came from a run goes
+through `md_text`, and the whole comment is kept under 64 KB: the summary always stays, the grid and
+failure details collapse or shrink first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tabulate import tabulate
+
+from portability.results.store import FAILING
+from portability.scorecard import native_fails as native_check
+from portability.scorecard.safe_text import md_text
+
+MAX_COMMENT_BYTES = 64 * 1024
+MARKER = "<!-- flagos-portability-scorecard -->"
+
+SYMBOL = {
+    "pass": "✓",
+    "fail": "✗",
+    "error": "E",
+    "timeout": "⏱",
+    "crash": "💥",
+    "oom": "OOM",
+    "unsupported": "∅",
+    "skip": "–",
+    "infra": "?",
+    "unavailable": "·",
+}
+LEGEND = (
+    "✓ all cases pass (geomean speedup vs torch on the same device) · ✗ wrong result · E error · "
+    "⏱ timeout · 💥 crash · OOM out of memory · ∅ unsupported dtype/op · – skipped · ? infra "
+    "· blank: not run"
+)
+
+
+def _grid_entry(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return ""
+    if not entry["cases"]:
+        return f"not run {entry.get('not_run', 0)}"
+    suffix = f" (+{entry['not_run']} not run)" if entry.get("not_run") else ""
+    return _ran_entry(entry) + suffix
+
+
+def _ran_entry(entry: dict[str, Any]) -> str:
+    verdict = entry["verdict"]
+    sym = SYMBOL[verdict]
+    counts = entry["counts"]
+    if verdict == "pass":
+        sp = entry["geomean_speedup"]
+        return f"{sym} {sp:.2f}x" if sp else sym
+    bad = sum(counts.get(s, 0) for s in FAILING)
+    return f"{sym} {bad}/{entry['cases']}" if bad else sym
+
+
+def _fit_table(rows: list[list[Any]], headers: list[str], budget: int, what: str) -> str:
+    """A GitHub table of `rows` in at most `budget` bytes: whole rows are dropped from the end (with a line
+    saying how many and where they are) rather than ever cutting a row in half."""
+    table = tabulate(rows, headers=headers, tablefmt="github")
+    keep = len(rows)
+    while len(table.encode()) > budget and keep > 0:
+        # shrink in proportion to the overshoot (a few rounds, not one per row)
+        keep = min(keep - 1, int(keep * budget / len(table.encode())))
+        keep = max(keep, 0)
+        table = tabulate(rows[:keep], headers=headers, tablefmt="github")
+        table += f"\n\n_… {len(rows) - keep} more {what} in scorecard.json._"
+    return table
+
+
+def _lines_within(lines: list[str], budget: int) -> list[str]:
+    """The leading `lines` whose total size (one newline each) stays within `budget` bytes."""
+    kept: list[str] = []
+    for line in lines:
+        budget -= len(line.encode()) + 1
+        if budget < 0:
+            break
+        kept.append(line)
+    return kept
+
+
+def render_markdown(
+    data: dict[str, Any], run: dict[str, Any] | None = None, limit: int = MAX_COMMENT_BYTES
+) -> str:
+    """The PR comment, at most `limit` bytes (UTF-8). What gives way, in order: the failure list (cut, with
+    a count), the operator grid (collapsed into <details>, then left out), the coverage list, the cells
+    table (whole rows, with a count). The title, the verdict line and the cells table's head always stay."""
+    head = [MARKER, "## FlagOS portability scorecard", ""]
+    if run:
+        head.append(
+            f"Host `{md_text(run.get('host'), 60)}` · {md_text(run.get('platform'), 80)} · "
+            f"wall {md_text(run.get('wall_s', '?'), 20)} s · `{md_text(run.get('command'), 200)}`"
+        )
+        head.append("")
+    cell_rows = []
+    for c in data["cells"]:
+        counts = c["counts"]
+        if c["state"] in ("unavailable", "error"):
+            cell_rows.append(
+                [
+                    md_text(c["cell"], 60),
+                    md_text(c["device_name"] or "—", 40),
+                    f"{c['state']}: {md_text(c['reason'])}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                    "",
+                ]
+            )
+            continue
+        bad = {s: counts.get(s, 0) for s in FAILING if counts.get(s)}
+        other = {s: counts.get(s, 0) for s in ("unsupported", "skip", "infra") if counts.get(s)}
+        gm = c["geomean_speedup"]
+        ftn = c["faster_than_native"]
+        if c.get("not_run"):
+            other["not run"] = c["not_run"]
+        cell_rows.append(
+            [
+                md_text(c["cell"], 60),
+                md_text(c["device_name"], 40),
+                "ran",
+                counts.get("pass", 0),
+                ", ".join(f"{k} {v}" for k, v in bad.items()) or "0",
+                ", ".join(f"{k} {v}" for k, v in other.items()) or "",
+                f"{c['operators_passing']}/{c['operators']}",
+                f"{gm:.2f}x" if gm else "",
+                f"{ftn:.0%}" if ftn is not None else "",
+            ]
+        )
+    n_fail = sum(1 for _ in data["failures"])
+    verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
+    if not data["grid"]:
+        verdict = "**No operator case in this run.**"
+    bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
+    if bad_serving:
+        verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
+    if data.get("not_run"):
+        verdict += (
+            f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
+            "`portability run --resume` finishes it)."
+        )
+    head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
+    summary = _fit_table(
+        cell_rows,
+        [
+            "cell",
+            "device",
+            "state",
+            "pass",
+            "failing",
+            "skipped",
+            "ops passing",
+            "geomean speedup",
+            "faster than native",
+        ],
+        max(2_000, limit // 2 - head_bytes),
+        "cells",
+    )
+    sections = [*head, verdict, "", "### Cells", "", summary, ""]
+    native = [
+        native_check.summary_line(c["cell"], c["native_check"], md_text)
+        for c in data["cells"]
+        if c.get("native_check")
+    ]
+    if native:  # one line per cell, at most a sixteenth of the comment
+        kept_native = _lines_within(native, limit // 16)
+        more = len(native) - len(kept_native)
+        sections += [*kept_native, *([f"- … {more} more cells in scorecard.json"] if more else []), ""]
+    if data.get("serving"):
+        try:
+            from portability.serving import render_serving_table
+
+            table = render_serving_table(data["serving"])
+            if len(table.encode()) > limit // 8:
+                table = (
+                    f"_{len(data['serving'])} serving rows: too many for a PR comment, see scorecard.json._"
+                )
+            sections += ["### Qwen3 serving (engine × backend cell)", "", table, ""]
+        except ImportError:
+            pass
+    cov = data.get("coverage")
+    if cov:
+        cap = 20_000
+        uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
+        while len(uncovered.encode()) > limit // 8:  # escaping can grow text up to 6x: measure the bytes
+            cap //= 2
+            uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
+        sections += [
+            f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
+            f"overloads FlagGems registers ({_registry_words(cov)}; measured by dispatch, see "
+            "`portability coverage`)." + _broken_words(cov),
+            "",
+            f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
+            + uncovered
+            + "\n\n</details>",
+            "",
+        ]
+    cells = [c["cell"] for c in data["cells"] if c["state"] not in ("unavailable", "error") and c["cases"]]
+    grid_rows = [
+        [md_text(op, 60)] + [_grid_entry(data["grid"][op].get(cell)) for cell in cells]
+        for op in sorted(data["grid"])
+    ]
+    grid = tabulate(grid_rows, headers=["operator", *[md_text(c, 40) for c in cells]], tablefmt="github")
+    fail_lines = [
+        f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
+        f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}**"
+        + (f" ({native_check.TAG})" if r.get(native_check.FIELD) else "")
+        + f" — {md_text(r.get('reason'))}"
+        + (
+            f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
+            if isinstance(r.get("max_abs_err"), (int, float))
+            and isinstance(r.get("atol"), (int, float))
+            and isinstance(r.get("rtol"), (int, float))
+            and r["status"] == "fail"
+            else ""
+        )
+        for r in data["failures"]
+    ]
+    text = "\n".join(sections)
+    grid_block = f"### Operators × cells\n\n{LEGEND}\n\n{grid}\n"
+    collapsed = (
+        f"<details><summary>Operators × cells ({len(grid_rows)} operators)</summary>\n\n"
+        f"{LEGEND}\n\n{grid}\n\n</details>\n"
+    )
+    # Room the failure list is promised before the grid takes what is left (at most a third of it).
+    room = limit - len(text.encode()) - 400
+    fail_bytes = sum(len(line.encode()) + 1 for line in fail_lines)
+    reserve = min(fail_bytes, max(room, 0) // 3)
+    if not grid_rows:
+        pass
+    elif len((text + grid_block).encode()) < limit * 0.6:
+        text += "\n" + grid_block
+    elif len(collapsed.encode()) <= room - reserve:
+        text += "\n" + collapsed
+    else:
+        text += (
+            f"\n_Operator grid ({len(grid_rows)} operators × {len(cells)} cells) left out to fit a PR "
+            "comment: see scorecard.json._\n"
+        )
+    if fail_lines:
+        kept = _lines_within(fail_lines, limit - len(text.encode()) - 300)
+        more = len(fail_lines) - len(kept)
+        text += f"\n<details><summary>Failing cases ({len(fail_lines)})</summary>\n\n" + "\n".join(kept)
+        text += (f"\n- … {more} more in scorecard.json\n" if more else "\n") + "\n</details>\n"
+    if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
+        text = (
+            "\n".join(sections)
+            + "\n_Operator grid and failure list omitted to fit a PR comment: see scorecard.json._\n"
+        )
+    if len(text.encode()) > limit:
+        text = "\n".join(
+            [*head, verdict, "", "_Details omitted to fit a PR comment: see scorecard.json._", ""]
+        )
+    return text
+
+
+def _broken_words(cov: dict) -> str:
+    """A count that is low because specs could not be built on the measuring host (a missing package,
+    say) is a harness problem, not a coverage gap: say so beside the count."""
+    broken = cov.get("broken_specs") or {}
+    if not broken:
+        return ""
+    name, why = next(iter(broken.items()))
+    return " " + md_text(
+        f"{len(broken)} specs could not be built on the host that measured it and cover nothing"
+        f" (e.g. {name}: {why}).",
+        cap=400,
+    )
+
+
+def _registry_words(cov: dict) -> str:
+    """Where the registered overloads were read (coverage.json of runs before this field: the table)."""
+    if cov.get("registry") == "live":
+        return md_text(f"live registry, {cov.get('registry_note', '')}".rstrip(", "))
+    return "the installed package's table"

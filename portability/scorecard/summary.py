@@ -1,0 +1,111 @@
+"""Scorecard data from result rows (the latest row of each case): the per-cell summary (counts, operators
+passing, geomean speedup vs native, cases planned but not run), the operator × cell grid with one verdict
+per entry, the failure list (flagged where native PyTorch fails too) and the serving rows."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from typing import Any
+
+from portability.results.store import FAILING, latest_by_id
+from portability.scorecard import native_fails as native_check
+
+
+def _geomean(values: list[float]) -> float | None:
+    vals = [v for v in values if v and v > 0 and math.isfinite(v)]
+    if not vals:
+        return None
+    return math.exp(sum(math.log(v) for v in vals) / len(vals))
+
+
+def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Per-cell summary, operator × cell grid and failure list, from the latest row of each case.
+
+    `planned` (the run's plan.json cases) lets the scorecard name cases that were planned but never ran
+    (a run cut short by a time limit), instead of silently showing a smaller matrix."""
+    latest = list(latest_by_id(rows).values())
+    have = {r["id"] for r in latest}
+    missing = [c for c in (planned or []) if c["id"] not in have]
+    not_run: dict[str, Counter[str]] = defaultdict(Counter)
+    for c in missing:
+        not_run[c["cell"]][c["op"]] += 1
+    cells = {r["cell"]: r for r in latest if r.get("kind") == "cell"}
+    ops_rows = [r for r in latest if r.get("kind") == "op"]
+    by_cell: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ops_rows:
+        by_cell[r["cell"]].append(r)
+    # failures that torch@<same device> shares are flagged (native_also_fails), never dropped
+    failures = native_check.annotate([r for r in ops_rows if r["status"] in FAILING], ops_rows)
+    native = native_check.tally(failures)
+    summary = []
+    for cell_id in sorted(set(cells) | set(by_cell)):
+        meta = cells.get(cell_id, {})
+        rs = by_cell.get(cell_id, [])
+        counts = Counter(r["status"] for r in rs)
+        ops = {r["op"] for r in rs}
+        passing_ops = {
+            op
+            for op in ops
+            if all(r["status"] in ("pass", "unsupported", "skip") for r in rs if r["op"] == op)
+            and any(r["status"] == "pass" for r in rs if r["op"] == op)
+        }
+        speedups = [r["speedup"] for r in rs if r["status"] == "pass" and r.get("speedup")]
+        summary.append(
+            {
+                "cell": cell_id,
+                "backend": meta.get("backend", cell_id.split("@")[0]),
+                "device": meta.get("device", cell_id.split("@")[-1]),
+                "device_name": meta.get("device_name")
+                or next((r.get("device_name") for r in rs if r.get("device_name")), ""),
+                "state": meta.get("status", "pass") if rs or meta else "pass",
+                "reason": meta.get("reason"),
+                "cases": len(rs),
+                "counts": dict(counts),
+                "operators": len(ops),
+                "operators_passing": len(passing_ops),
+                "geomean_speedup": _geomean(speedups),
+                "faster_than_native": (sum(1 for s in speedups if s > 1.0) / len(speedups))
+                if speedups
+                else None,
+                "compile_s": round(sum(r.get("compile_s") or 0 for r in rs), 2),
+                "not_run": sum(not_run[cell_id].values()),
+                "native_check": native.get(cell_id),
+                "versions": meta.get("versions")
+                or next((r.get("versions") for r in rs if r.get("versions")), {}),
+            }
+        )
+    grid: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for cell_id, rs in by_cell.items():
+        per_op: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in rs:
+            per_op[r["op"]].append(r)
+        for op, items in per_op.items():
+            counts = Counter(r["status"] for r in items)
+            speed = _geomean([r["speedup"] for r in items if r["status"] == "pass" and r.get("speedup")])
+            grid[op][cell_id] = {
+                "counts": dict(counts),
+                "cases": len(items),
+                "geomean_speedup": speed,
+                "verdict": _verdict(counts),
+            }
+    for cell_id, per_op in not_run.items():
+        for op, n in per_op.items():
+            entry = grid[op].setdefault(
+                cell_id, {"counts": {}, "cases": 0, "geomean_speedup": None, "verdict": "skip"}
+            )
+            entry["not_run"] = n
+    serving = [r for r in latest if r.get("kind") == "serving"]
+    return {"cells": summary, "grid": grid, "failures": failures, "serving": serving, "not_run": len(missing)}
+
+
+def _verdict(counts: Counter[str] | dict[str, int]) -> str:
+    for status in ("crash", "timeout", "oom", "error", "fail"):
+        if counts.get(status):
+            return status
+    if counts.get("pass"):
+        return "pass"
+    for status in ("unsupported", "skip", "infra"):
+        if counts.get(status):
+            return status
+    return "skip"
