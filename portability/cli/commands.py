@@ -51,13 +51,15 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 def cmd_coverage(args: argparse.Namespace) -> int:
     import json
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.source import label
 
     if args.backend != "flaggems":
         raise UsageError(f"--backend: coverage is measured for 'flaggems', not '{args.backend}'")
     try:
         cov = measure()
-    except ModuleNotFoundError as exc:
+    except FlagGemsUnavailable as exc:
         raise UsageError(
             f"{exc}: install flag-gems (pip install --no-deps flag-gems) to measure coverage"
         ) from None
@@ -67,7 +69,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         return 0
     share = data["covered"] / data["registered"] if data["registered"] else 0
     print(
-        f"FlagGems registers {data['registered']} aten overloads; the catalog exercises {data['covered']} "
+        f"FlagGems {label(data['flag_gems'])} registers {data['registered']} aten overloads; "
+        f"the catalog exercises {data['covered']} "
         f"({share:.0%}), measured by dispatching each spec on the CPU."
     )
     where = "FlagGems' live registry" if data["registry"] == "live" else "the installed package's table"

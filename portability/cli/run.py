@@ -62,11 +62,12 @@ def _write_coverage(out: Path) -> None:
     """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
     import json
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
 
     try:
         (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
-    except ModuleNotFoundError:
+    except FlagGemsUnavailable:
         pass  # flag_gems not installed: its cells already say so
 
 
