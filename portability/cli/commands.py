@@ -87,6 +87,32 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_vendors(args: argparse.Namespace) -> int:
+    import json
+
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import VLLM_FL_CONFIG_DIR, markdown, read_declared_support, to_json
+
+    tree = Path(args.vllm_fl) if args.vllm_fl else None
+    if (
+        tree is not None
+        and not any((tree / VLLM_FL_CONFIG_DIR).glob("*.yaml"))
+        and not any(tree.glob("*.yaml"))
+    ):
+        raise UsageError(
+            f"--vllm-fl: {tree} has no {VLLM_FL_CONFIG_DIR}/*.yaml, expected a vllm-plugin-FL tree"
+        )
+    try:
+        support = read_declared_support(vllm_fl=tree)
+    except FlagGemsUnavailable as exc:
+        raise UsageError(f"{exc}: install flag-gems to read what its vendor backends declare") from None
+    if args.json:
+        print(json.dumps(to_json(support), indent=1))
+    else:
+        print("\n".join(["## Declared support per vendor", "", *markdown(support)]))
+    return 0
+
+
 def cmd_conformance(args: argparse.Namespace) -> int:
     import subprocess
 

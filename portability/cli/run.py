@@ -7,10 +7,13 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portability.cli.common import UsageError, load_config, parse_filters, split_csv
 from portability.matrix.config import MatrixConfig
+
+if TYPE_CHECKING:
+    from portability.plan.cells import Cell
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -37,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
         _write_coverage(out)  # first: a run cut short still says what the catalog covers
+    _write_declared_support(out, [c for c in plan.cells if c.adapter == "flaggems"])
     run_plan(plan, out, resume=args.resume)
     stopped = None
     if config.serving and not args.no_serving:
@@ -69,6 +73,24 @@ def _write_coverage(out: Path) -> None:
         (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
     except FlagGemsUnavailable:
         pass  # flag_gems not installed: its cells already say so
+
+
+def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
+    """declared-support.json: what each vendor backend of the installed FlagGems declares (any host), with
+    the vllm-plugin-FL tree a flaggems backend's `options.vllm_fl` names."""
+    import json
+
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import read_declared_support, to_json
+
+    if not flaggems_cells:
+        return
+    tree = next((c.options["vllm_fl"] for c in flaggems_cells if c.options.get("vllm_fl")), None)
+    try:
+        support = read_declared_support(vllm_fl=Path(tree) if tree else None)
+    except FlagGemsUnavailable:
+        return  # flag_gems not installed: its cells already say so
+    (out / "declared-support.json").write_text(json.dumps(to_json(support), indent=1))
 
 
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:

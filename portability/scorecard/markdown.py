@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from portability.results.store import FAILING
 from portability.scorecard import native_fails as native_check
+from portability.scorecard.flaggems_section import declared_support, under_test
 from portability.scorecard.safe_text import md_text
 
 MAX_COMMENT_BYTES = 64 * 1024
@@ -92,6 +93,9 @@ def render_markdown(
             f"wall {md_text(run.get('wall_s', '?'), 20)} s · `{md_text(run.get('command'), 200)}`"
         )
         head.append("")
+    flaggems = under_test(data)
+    if flaggems:
+        head += [flaggems, ""]
     cell_rows = []
     for c in data["cells"]:
         counts = c["counts"]
@@ -197,6 +201,7 @@ def render_markdown(
             + "\n\n</details>",
             "",
         ]
+    sections += declared_support(data, limit // 8)
     cells = [c["cell"] for c in data["cells"] if c["state"] not in ("unavailable", "error") and c["cases"]]
     grid_rows = [
         [md_text(op, 60)] + [_grid_entry(data["grid"][op].get(cell)) for cell in cells]

@@ -84,6 +84,8 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     data = summarize(rows, planned)
     if (run_dir / "coverage.json").exists():
         data["coverage"] = json.loads((run_dir / "coverage.json").read_text())
+    if (run_dir / "declared-support.json").exists():
+        data["declared_support"] = json.loads((run_dir / "declared-support.json").read_text())
     run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
     paths = {"markdown": out / "scorecard.md", "json": out / "scorecard.json", "junit": out / "junit.xml"}
     paths["markdown"].write_text(render_markdown(data, run))
