@@ -96,3 +96,6 @@ def test_a_run_with_a_flaggems_cell_writes_coverage_into_the_scorecard(tmp_path,
     assert f"**{cov['covered']}/433**" in md and "uncovered overloads" in md
     if not torch.cuda.is_available():
         assert "433** aten overloads FlagGems registers (the installed package's table;" in md
+    # which FlagGems, and what each of its vendor backends declares (5.0.2's nvidia: add, cos, cumsum off)
+    assert "FlagGems under test: **5.0.2**" in md and "### FlagGems: declared support per vendor" in md
+    assert "| nvidia | cuda | – | 3 | – | – |" in md

@@ -42,7 +42,8 @@ def install_args(source: str | None, base: Path | None = None) -> list[str]:
     text = (source or "").strip()
     if not text:
         return [DEFAULT]
-    problem = source_problem(text)
+    path = ((base or Path.cwd()) / Path(text).expanduser()).resolve()
+    problem = None if path.exists() else source_problem(text)  # `FlagGems`: a folder here
     if problem:
         raise ValueError(f"FlagGems source {problem}")
     if text == "installed":
@@ -51,9 +52,8 @@ def install_args(source: str | None, base: Path | None = None) -> list[str]:
         return [DIST]
     if text.startswith("git+"):
         return [text]
-    if _VERSION_SPEC.fullmatch(text):
+    if _VERSION_SPEC.fullmatch(text) and not path.exists():
         return [f"{DIST}{text}" if text[0] in "=<>~!" else f"{DIST}=={text}"]
-    path = ((base or Path.cwd()) / Path(text).expanduser()).resolve()
     if text.endswith(".whl"):
         if not path.is_file():
             raise ValueError(f"FlagGems source {text}: no such wheel")
@@ -92,7 +92,7 @@ def _literal(tree: ast.Module, *names: str) -> object:
                 if getattr(target, "id", None) in names:
                     try:
                         return ast.literal_eval(node.value)
-                    except ValueError:
+                    except (ValueError, TypeError, SyntaxError):
                         return None
     return None
 
@@ -173,12 +173,12 @@ def describe(root: Path | None = None) -> dict[str, str]:
 
 
 def label(found: dict[str, str]) -> str:
-    """`5.3.4`, or `5.3.4 @ 90eed79f3 (uncommitted changes)` for one built from a tree."""
+    """`5.3.4`, or `5.3.4, commit 90eed79f3a1b, with uncommitted changes` for one built from a tree."""
     if DIST not in found:
         return "not installed"
     text = found[DIST]
     if "flag-gems.commit" in found:
-        text += f" @ {found['flag-gems.commit'][:12]}"
+        text += f", commit {found['flag-gems.commit'][:12]}"
         if found.get("flag-gems.dirty") == "yes":
-            text += " (uncommitted changes)"
+            text += ", with uncommitted changes"
     return text

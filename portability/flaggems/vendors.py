@@ -104,7 +104,7 @@ def _descriptor(tree: ast.Module) -> dict[str, object]:
             for kw in node.keywords:
                 try:
                     found[str(kw.arg)] = ast.literal_eval(kw.value)
-                except ValueError:
+                except (ValueError, TypeError, SyntaxError):
                     found[str(kw.arg)] = None  # computed at import (e.g. get_triton_extra_name())
             return found
     return {}
@@ -117,10 +117,10 @@ def _flag_defaults(backend: Path) -> dict[str, bool]:
         return {}
     defaults: dict[str, bool] = {}
     for node in ast.walk(parse(path)):
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") in DTYPE_FLAGS and node.value:
-            value = ast.literal_eval(node.value)
-            if isinstance(value, bool):
-                defaults[node.target.id] = value  # type: ignore[union-attr]
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") in DTYPE_FLAGS:
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, bool):
+                defaults[node.target.id] = value.value  # type: ignore[union-attr]
     return defaults
 
 
@@ -156,7 +156,11 @@ def _black_list(folder: Path, problems: list[str]) -> list[tuple[str, str]]:
 
 
 def _vendor(folder: Path, by_function: dict[str, list[str]], flags: dict, lists: dict) -> VendorDeclaration:
-    tree = parse(folder / "__init__.py")
+    try:
+        tree = parse(folder / "__init__.py")
+    except (SyntaxError, UnicodeDecodeError) as exc:
+        why = f"{folder.name}/__init__.py: not parsed ({type(exc).__name__})"
+        return VendorDeclaration(folder.name.lstrip("_"), "?", [], problems=[why])
     descriptor = _descriptor(tree)
     vendor = str(descriptor.get("vendor_name") or folder.name.lstrip("_"))
     off = {
@@ -168,9 +172,10 @@ def _vendor(folder: Path, by_function: dict[str, list[str]], flags: dict, lists:
     for condition, value in _assignments(tree.body, "CUSTOMIZED_UNUSED_OPS"):
         try:
             names = ast.literal_eval(value)
-        except ValueError:
+        except (ValueError, TypeError, SyntaxError):
             declaration.problems.append(f"CUSTOMIZED_UNUSED_OPS is computed ({ast.unparse(value)[:80]})")
             continue
+        names = [names] if isinstance(names, str) else names
         declaration.unused.append(_turned_off(names, by_function, condition=condition, origin=origin))
     declaration.black_list = _black_list(folder, declaration.problems)
     return declaration
@@ -273,12 +278,12 @@ def markdown(
     support: DeclaredSupport, measured: dict[str, str] | None = None, cap: int = 20_000, details: bool = True
 ) -> list[str]:
     """The declared-support section: a row per vendor backend, then (`details`) per vendor what it turns
-    off. `measured`: vendor -> the cells of this run where that vendor's FlagGems ran; `cap`: characters
-    per list (a PR comment has a size limit)."""
-    measured = measured or {}
+    off. `measured` (a run's scorecard): vendor -> the cells of the run where that vendor's FlagGems ran;
+    `cap`: characters per list (a PR comment has a size limit)."""
     vllm = bool(support.vllm_fl)
     head = "| vendor | device | dtypes off | overloads off | op_black_list.yaml |"
     head += " vllm-plugin-FL blacklist |" if vllm else ""
+    head += " measured here |" if measured is not None else ""
     lines = [
         f"FlagGems {md_text(support.flag_gems)}: what each of its {len(support.vendors)} vendor backends "
         f"declares, read from the package without the vendor's hardware. *dtypes off*: those it declares "
@@ -287,8 +292,8 @@ def markdown(
         "operators its compatibility test found failing (documentation: FlagGems does not apply it)."
         + (f" vllm-plugin-FL: `flagos_blacklist` of {md_text(support.vllm_fl)}." if vllm else ""),
         "",
-        head + " measured here |",
-        "|" + "---|" * (head.count("|") - 1 + 1),
+        head,
+        "|" + "---|" * (head.count("|") - 1),
     ]
     for v in support.vendors:
         row = (
@@ -296,7 +301,8 @@ def markdown(
             f"{_count_words(v.unused)} | {len(v.black_list) or '–'} |"
         )
         row += f" {_count_words(v.vllm_fl)} |" if vllm else ""
-        lines.append(row + f" {md_text(measured.get(v.vendor, '–'))} |")
+        row += f" {md_text(measured.get(v.vendor, '–'))} |" if measured is not None else ""
+        lines.append(row)
     for v in support.vendors if details else []:
         items = _vendor_details(v, cap)
         if items:

@@ -11,7 +11,7 @@ from portability.scorecard.safe_text import md_text
 
 
 def under_test(data: dict[str, Any]) -> str | None:
-    """`FlagGems under test: 5.3.4 @ 1a2b3c4d5e6f (uncommitted changes)`, from the flaggems cells'
+    """`FlagGems under test: 5.3.4, commit 1a2b3c4d5e6f, with uncommitted changes`, from the flaggems cells'
     versions, else from what coverage measured; None when the run has no FlagGems."""
     found = [c.get("versions") or {} for c in data["cells"] if (c.get("versions") or {}).get("flag-gems")]
     found += [(data.get("coverage") or {}).get("flag_gems") or {}]
