@@ -8,7 +8,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from portability.results.store import FAILING, latest_by_id, read_results
+from portability.registry import baseline_name
+from portability.results.status import FAILING
+from portability.results.store import latest_by_id, read_results
 from portability.scorecard.write import MAX_COMMENT_BYTES, md_text, render_markdown, summarize
 
 MARKER = "<!-- flagos-portability-diff -->"
@@ -67,7 +69,7 @@ def compare(base_rows: list[dict[str, Any]], new_rows: list[dict[str, Any]]) -> 
                 )
             continue
         bs, ns = b.get("speedup"), n.get("speedup")
-        if b["status"] == "pass" and bs and ns and b.get("backend") != "torch":
+        if b["status"] == "pass" and bs and ns and b.get("backend") != baseline_name():
             threshold = max(MIN_SPEEDUP_DROP, 2 * max(_noise(b), _noise(n)))  # beyond the measured noise
             change = (ns - bs) / bs
             if change < -threshold:

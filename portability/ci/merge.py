@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from portability.matrix.config import MatrixConfig
-from portability.results.store import RESULTS_FILE, ResultWriter, iter_results
+from portability.results.rundir import RunDir
+from portability.results.store import ResultWriter, iter_results
 
 
 def ci_matrix(config: MatrixConfig) -> dict[str, list[dict[str, str]]]:
@@ -40,15 +41,15 @@ def merge(shards: list[Path], out: Path) -> MergeReport:
     """Write one results.jsonl from several run directories. A case present in more than one shard is
     kept once if the shards agree (reported as a duplicate) and, if they disagree, kept as the *worse*
     verdict with the conflict reported: never silently dropped either way."""
-    from portability.results.store import FAILING
+    from portability.results.status import FAILING
 
     chosen: dict[str, dict[str, Any]] = {}
     source: dict[str, str] = {}
     report = MergeReport()
     for shard in shards:
-        path = shard / RESULTS_FILE if shard.is_dir() else shard
+        path = RunDir(shard).results if shard.is_dir() else shard
         if not path.exists():
-            raise FileNotFoundError(f"{shard}: no {RESULTS_FILE}")
+            raise FileNotFoundError(f"{shard}: no {RunDir(shard).results.name}")
         latest: dict[str, dict[str, Any]] = {}
         for row in iter_results(path):
             latest[row["id"]] = row
@@ -67,12 +68,12 @@ def merge(shards: list[Path], out: Path) -> MergeReport:
             if row["status"] in FAILING and before["status"] not in FAILING:
                 chosen[case_id], source[case_id] = row, str(shard)
     out.mkdir(parents=True, exist_ok=True)
-    (out / RESULTS_FILE).unlink(missing_ok=True)
-    writer = ResultWriter(out / RESULTS_FILE)
+    RunDir(out).results.unlink(missing_ok=True)
+    writer = ResultWriter(RunDir(out).results)
     for row in chosen.values():
         writer.append(row)
     report.rows = len(chosen)
-    (out / "merge.json").write_text(
+    RunDir(out).merge_report.write_text(
         json.dumps(
             {
                 "shards": [str(s) for s in shards],
