@@ -36,6 +36,18 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
     ("wrong version", "version: 2\n" + GOOD_BACKEND, 1, "version is 2, expected 1"),
     ("unknown adapter", "backends:\n  tpu:\n    adapter: tpu_magic\n", 3, "unknown adapter 'tpu_magic'"),
     ("unknown backend key", "backends:\n  torch:\n    adaptor: torch\n", 3, "unknown key 'adaptor'"),
+    (
+        "FlagGems source of no known form",
+        "backends:\n  flaggems:\n    options:\n      source: latest-please\n",
+        4,
+        "source is the string 'latest-please', expected pypi, installed, a version",
+    ),
+    (
+        "unknown flaggems option",
+        "backends:\n  flaggems:\n    options:\n      sauce: pypi\n",
+        4,
+        "unknown key 'sauce' in backends.flaggems.options, expected one of source, vllm_fl",
+    ),
     ("duplicate backend", "backends:\n  torch: {}\n  torch: {}\n", 3, "duplicate key 'torch'"),
     ("duplicate cell", "backends:\n  torch:\n    devices: [cpu, cuda, cpu]\n", 3, "duplicate cell torch@cpu"),
     ("devices not a list", "backends:\n  torch:\n    devices: 3\n", 3, "is the integer 3, expected a list"),

@@ -16,6 +16,7 @@ from portability.cli.commands import (
     cmd_new_adapter,
     cmd_report,
     cmd_scorecard,
+    cmd_vendors,
 )
 from portability.cli.run import cmd_run
 
@@ -139,4 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--backend", default="flaggems")
     cov.add_argument("--json", action="store_true", help="machine-readable output")
     cov.set_defaults(func=cmd_coverage)
+    ven = sub.add_parser(
+        "vendors", help="what each vendor backend of the installed FlagGems declares (no hardware needed)"
+    )
+    ven.add_argument("--vllm-fl", default=None, help="a vllm-plugin-FL tree: add its per-vendor blacklists")
+    ven.add_argument("--json", action="store_true", help="machine-readable output")
+    ven.set_defaults(func=cmd_vendors)
     return parser

@@ -7,11 +7,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portability.cli.common import UsageError, load_config, parse_filters, split_csv
 from portability.matrix.config import MatrixConfig
 from portability.results.rundir import RunDir
+
+if TYPE_CHECKING:
+    from portability.plan.cells import Cell
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -38,6 +41,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
         _write_coverage(out)  # first: a run cut short still says what the catalog covers
+    _write_declared_support(out, [c for c in plan.cells if c.adapter == "flaggems"])
     run_plan(plan, out, resume=args.resume)
     stopped = None
     if config.serving and not args.no_serving:
@@ -62,12 +66,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _write_coverage(out: Path) -> None:
     """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
 
     try:
         RunDir(out).write_json(RunDir(out).coverage, to_json(measure()))
-    except ModuleNotFoundError:
+    except FlagGemsUnavailable:
         pass  # flag_gems not installed: its cells already say so
+
+
+def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
+    """declared-support.json: what each vendor backend of the installed FlagGems declares (any host), with
+    the vllm-plugin-FL tree a flaggems backend's `options.vllm_fl` names."""
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import read_declared_support, to_json
+
+    if not flaggems_cells:
+        return
+    tree = next((c.options["vllm_fl"] for c in flaggems_cells if c.options.get("vllm_fl")), None)
+    try:
+        support = read_declared_support(vllm_fl=Path(tree) if tree else None)
+    except FlagGemsUnavailable:
+        return  # flag_gems not installed: its cells already say so
+    RunDir(out).write_json(RunDir(out).declared_support, to_json(support))
 
 
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:

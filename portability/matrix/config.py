@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from portability.devices import DEVICE_TYPES
+from portability.flaggems.source import SOURCE_FORMS, source_problem
 from portability.matrix.yaml_lines import ConfigError, Path_, Validator, kind_of, read_yaml
 from portability.registry import BUILTIN_ADAPTERS
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
@@ -106,6 +107,9 @@ class MatrixConfig:
 
 TOP_KEYS = ("version", "backends", "operators", "tolerances", "perf", "serving")
 BACKEND_KEYS = ("adapter", "devices", "dtypes", "options", "env")
+# the flaggems adapter's options: what `nox -s matrix` installs, and a vllm-plugin-FL tree whose
+# per-vendor blacklists join the scorecard's declared-support view
+FLAGGEMS_OPTIONS = ("source", "vllm_fl")
 
 
 def load_matrix(
@@ -180,6 +184,8 @@ def _backends(
             body.get("dtypes", ["fp32", "fp16", "bf16"]), (*p, "dtypes"), tuple(DTYPES), "dtype"
         )
         options = v.mapping(body.get("options", {}) or {}, (*p, "options"))
+        if adapter == "flaggems":
+            _flaggems_options(v, options, (*p, "options"))
         env = v.mapping(body.get("env", {}) or {}, (*p, "env"))
         for k, val in env.items():
             if not isinstance(val, (str, int, float)) or isinstance(val, bool):
@@ -188,6 +194,14 @@ def _backends(
             name, adapter, devices, dtypes, options, {k: str(x) for k, x in env.items()}
         )
     return out
+
+
+def _flaggems_options(v: Validator, options: dict[str, Any], p: Path_) -> None:
+    v.mapping(options, p, FLAGGEMS_OPTIONS)
+    if "source" in options and source_problem(options["source"]):
+        v.error((*p, "source"), f"source is {kind_of(options['source'])}", SOURCE_FORMS)
+    if "vllm_fl" in options and not isinstance(options["vllm_fl"], str):
+        v.error((*p, "vllm_fl"), f"vllm_fl is {kind_of(options['vllm_fl'])}", "a vllm-plugin-FL tree's path")
 
 
 def _operators(

@@ -7,6 +7,7 @@ adapter itself fails to import), so a scorecard always shows the whole declared 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -111,6 +112,8 @@ def probe_cell(cell: Cell) -> Cell:
             cell.device_count = max(1, devices.probe_device(cell.device).count)
         else:
             cell.status, cell.reason = "unavailable", found.reason
+            with contextlib.suppress(Exception):  # which version was unavailable is worth saying too
+                cell.versions = adapter.versions()
     except Exception as exc:  # an adapter that cannot even import is an error of that cell, not of ops
         cell.status, cell.reason = "error", f"adapter failed to load: {type(exc).__name__}: {exc}"
     finally:

@@ -5,6 +5,7 @@
     cells.plan.json   what the pytest sessions run (on --resume: only what is left)
     run.json          host, versions, command, timings of the run
     coverage.json     which FlagGems-registered overloads the catalog exercised
+    declared-support.json   what each FlagGems vendor backend declares (turned-off operators, dtypes)
     merge.json        (merged runs) the shards, duplicates and conflicts
     scorecard.md / scorecard.json / junit.xml / report.html   the outputs
     logs/             per-worker logs and in-flight markers
@@ -52,6 +53,10 @@ class RunDir:
     @property
     def coverage(self) -> Path:
         return self.path / "coverage.json"
+
+    @property
+    def declared_support(self) -> Path:
+        return self.path / "declared-support.json"
 
     @property
     def merge_report(self) -> Path:

@@ -10,6 +10,7 @@ from tabulate import tabulate
 
 from portability.results.status import FAILING, NEUTRAL, SYMBOL, legend
 from portability.scorecard import native_fails as native_check
+from portability.scorecard.flaggems_section import declared_support, under_test
 from portability.scorecard.safe_text import md_text
 from portability.scorecard.serving_table import render_serving_table
 
@@ -82,6 +83,9 @@ def render_markdown(
     a count), the operator grid (collapsed into <details>, then left out), the coverage list, the cells
     table (whole rows, with a count). The title, the verdict line and the cells table's head always stay."""
     head = _header(run)
+    flaggems = under_test(data)
+    if flaggems:
+        head += [flaggems, ""]
     verdict = verdict_line(data)
     head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
     cells_table = _fit_table(
@@ -89,6 +93,7 @@ def render_markdown(
     )
     sections = [*head, verdict, "", "### Cells", "", cells_table, ""]
     sections += _native_section(data, limit) + _serving_section(data, limit) + _coverage_section(data, limit)
+    sections += declared_support(data, limit // 8)
     text = _with_grid_and_failures("\n".join(sections), data, limit)
     if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
         text = (

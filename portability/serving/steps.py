@@ -121,7 +121,8 @@ def step_gate(ctx, engine, backend, device, log, row, references) -> None:
     )
     env = ctx.env(engine, backend)
     record = None
-    if backend == "flaggems" and s.bisect and not s.bisect_ops:  # the bisection's universe, for free
+    recordable = backend == "flaggems" and s.bisect and not s.bisect_ops and not _flaggems_lacks("call_log")
+    if recordable:  # the bisection's universe, for free
         record = ctx.logs / f"flaggems-calls.{engine.name}.{device.replace(':', '_')}"
         shutil.rmtree(record, ignore_errors=True)
         env = {**env, "PORTABILITY_FLAGGEMS_RECORD": str(record)}
@@ -146,6 +147,18 @@ def step_gate(ctx, engine, backend, device, log, row, references) -> None:
 
         called = called_functions(record) if record is not None and record.is_dir() else []
         step_bisect(ctx, engine, device, log, row, ref, called)  # the gate failed
+
+
+def _flaggems_lacks(feature: str) -> str | None:
+    """Why the importable FlagGems cannot do `feature` (probed on its source: this process never imports
+    flag_gems), or None."""
+    from portability.flaggems.features import of_source
+    from portability.flaggems.package import FlagGemsUnavailable
+
+    try:
+        return of_source().missing(feature)
+    except FlagGemsUnavailable as exc:
+        return str(exc)
 
 
 def _dispatched_universe(ctx, engine, device, log) -> tuple[list[str], str]:
@@ -175,6 +188,12 @@ def step_bisect(
     from portability.serving.bisect import find_culprits
 
     s = ctx.s
+    lacks = _flaggems_lacks("only_enable")
+    if lacks:  # every subset run would fail for that reason, not for a culprit
+        row["bisect"] = {"runs": 0, "complete": False, "ops": 0, "unavailable": lacks}
+        row["reason"] = f"{row['reason']}; no bisection: {lacks}"
+        say(f"{engine.name} flaggems@{device}: no bisection: {lacks}")
+        return
     ops: list[str] = []
     recorded = False
     if s.bisect_ops:
