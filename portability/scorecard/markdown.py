@@ -95,7 +95,7 @@ def render_markdown(
     cell_rows = []
     for c in data["cells"]:
         counts = c["counts"]
-        if c["state"] in ("unavailable", "error"):
+        if c["state"] in ("unavailable", "error", "infra"):  # infra: no shard arrived (ci/merge.py)
             cell_rows.append(
                 [
                     md_text(c["cell"], 60),
@@ -136,6 +136,9 @@ def render_markdown(
     bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
     if bad_serving:
         verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
+    cells_not_run = [c["cell"] for c in data["cells"] if c["state"] == "infra"]
+    if cells_not_run:
+        verdict += f" **{len(cells_not_run)} cell(s) not run** ({md_text(', '.join(cells_not_run), 200)})."
     if data.get("not_run"):
         verdict += (
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
