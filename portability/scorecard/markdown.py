@@ -120,7 +120,7 @@ def _header(run: dict[str, Any] | None) -> list[str]:
 
 def _cell_row(c: dict[str, Any]) -> list[Any]:
     """One line of the cells table: the counts of a cell that ran, or why it did not."""
-    if c["state"] in ("unavailable", "error"):
+    if c["state"] in ("unavailable", "error", "infra"):  # infra: no shard arrived (ci/merge.py)
         reason = f"{c['state']}: {md_text(c['reason'])}"
         return [md_text(c["cell"], 60), md_text(c["device_name"] or "—", 40), reason, *[""] * 6]
     counts = c["counts"]
@@ -152,6 +152,9 @@ def verdict_line(data: dict[str, Any]) -> str:
     bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
     if bad_serving:
         verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
+    cells_not_run = [c["cell"] for c in data["cells"] if c["state"] == "infra"]
+    if cells_not_run:
+        verdict += f" **{len(cells_not_run)} cell(s) not run** ({md_text(', '.join(cells_not_run), 200)})."
     if data.get("not_run"):
         verdict += (
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
