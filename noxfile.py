@@ -111,13 +111,19 @@ def matrix(session: nox.Session) -> None:
     _run_matrix(session)
 
 
+def session_name(backend: str, device: str) -> str:
+    """One cell's session; `portability ci-matrix` emits the same names (a pinned device `cuda:1` is
+    `matrix-<backend>-cuda_1`: session names carry no `:`)."""
+    return f"matrix-{backend}-{device.replace(':', '_')}"
+
+
 for _backend, _device in _cells():
 
     def _one_cell(session: nox.Session, backend: str = _backend, device: str = _device) -> None:
         _run_matrix(session, "--backends", backend, "--devices", device)
 
     _one_cell.__doc__ = f"Run the {_backend}@{_device} cell only."
-    nox.session(name=f"matrix-{_backend}-{_device.replace(':', '_')}", venv_params=VENV_PARAMS)(_one_cell)
+    nox.session(name=session_name(_backend, _device), venv_params=VENV_PARAMS)(_one_cell)
 
 
 @nox.session(venv_params=VENV_PARAMS)

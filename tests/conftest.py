@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +67,55 @@ def flag_gems_534(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def with_path(*folders: Path) -> dict[str, str]:
     """The environment that puts `folders` (then the checkout) first on the import path."""
     return {"PYTHONPATH": os.pathsep.join([*map(str, folders), str(ROOT)])}
+
+
+def run_cut_short(args: list[str], out: Path, op_rows: int, env: dict[str, str] | None = None) -> None:
+    """A real run cut short, as a CI time limit or a lost runner leaves it: `portability run ARGS --out
+    OUT` started as a user would, then its whole process group (orchestrator, pytest, workers) killed
+    with SIGKILL once `op_rows` operator rows are on disk. The caller checks that cases remained."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    cmd = [sys.executable, "-m", "portability", "run", *args, "--out", str(out)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None and _op_rows(out / "results.jsonl") < op_rows:
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _op_rows(results: Path) -> int:
+    if not results.exists():
+        return 0
+    return sum(1 for line in results.read_text().splitlines() if '"kind": "op"' in line)
+
+
+def write_run_dir(
+    out: Path,
+    rows: list[dict[str, Any]],
+    planned: list[dict[str, Any]] | None = None,
+    coverage: dict[str, Any] | None = None,
+) -> Path:
+    """A run directory as `portability run` leaves it: results.jsonl, plan.json (when `planned`),
+    coverage.json (when given)."""
+    from portability.results.store import ResultWriter
+
+    writer = ResultWriter(out / "results.jsonl")
+    for row in rows:
+        writer.append(row)
+    if planned is not None:
+        (out / "plan.json").write_text(
+            json.dumps({"cells": [], "cases": planned, "timeout_s": 300, "workers": 1})
+        )
+    if coverage is not None:
+        (out / "coverage.json").write_text(json.dumps(coverage))
+    return out

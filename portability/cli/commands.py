@@ -8,8 +8,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from portability.cli.common import UsageError, load_config, parse_filters
+from portability.cli.common import UsageError, load_config, parse_filters, split_csv
+from portability.results.rundir import RunDir
+
+if TYPE_CHECKING:
+    from portability.ci.merge import MergeReport
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -153,11 +158,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from portability.scorecard.html import write_report
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "results.jsonl").exists():
+    if not RunDir(run_dir).results.exists():
         raise UsageError(f"{run_dir}: no results.jsonl, expected a run directory")
     try:
         out = write_report(
-            run_dir, Path(args.out or run_dir / "report.html"), Path(args.trend) if args.trend else None
+            run_dir, Path(args.out or RunDir(run_dir).report_html()), Path(args.trend) if args.trend else None
         )
     except ImportError as exc:
         raise UsageError(
@@ -170,9 +175,38 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_ci_matrix(args: argparse.Namespace) -> int:
     import json
 
-    from portability.ci.merge import ci_matrix
+    from portability.ci.jobs import ci_matrix, parse_runner_labels
 
-    print(json.dumps(ci_matrix(load_config(args.matrix))))
+    cells = [] if args.cells.strip() == "all" else list(split_csv(args.cells))
+    try:
+        runners = parse_runner_labels(args.runners)
+    except ValueError as exc:
+        raise UsageError(f"--runners: {exc}") from None
+    try:
+        jobs = ci_matrix(load_config(args.matrix), cells, runners)
+    except ValueError as exc:
+        raise UsageError(f"--cells: {exc}") from None
+    print(json.dumps(jobs))
+    return 0
+
+
+def cmd_changed_ops(args: argparse.Namespace) -> int:
+    from portability.catalog import load_catalog
+    from portability.ci.changed import changed_in_git
+
+    source = Path(args.source)
+    if not (source / ".git").exists():
+        raise UsageError(
+            f"--source {source}: not a git checkout, expected the pull request's FlagGems checkout"
+        )
+    try:
+        selection = changed_in_git(source, args.base, load_catalog)
+    except ValueError as exc:
+        raise UsageError(f"--base: {exc}") from None
+    sys.stderr.write(f"operators: {selection.reason}\n")
+    for module, path in selection.unexercised.items():
+        sys.stderr.write(f"  {module} ({path}): no catalog spec exercises it\n")
+    print(selection.ops_argument())
     return 0
 
 
@@ -180,20 +214,46 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from portability.ci.merge import merge
     from portability.scorecard.write import write_scorecard
 
+    expected = list(split_csv(args.expected_cells))
+    bad = [c for c in expected if c.count("@") != 1 or c.startswith("@") or c.endswith("@")]
+    if bad:
+        raise UsageError(
+            f"--expected-cells: {', '.join(bad)}, expected backend@device cells (e.g. flaggems@cuda)"
+        )
+    if not args.shards and not expected:
+        raise UsageError("no shard to merge, expected run directories (or --expected-cells)")
     shards = [Path(s) for s in args.shards]
     for shard in shards:
-        if not (shard / "results.jsonl").exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
+        if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
     out = Path(args.out)
-    report = merge(shards, out)
+    report = merge(shards, out, expected)
     write_scorecard(out)
+    _report_merge(report, len(shards), out)
+    return 0
+
+
+def _report_merge(report: MergeReport, n_shards: int, out: Path) -> None:
     sys.stderr.write(
-        f"merged {len(shards)} shard(s): {report.rows} rows, {len(report.duplicates)} duplicate(s), "
-        f"{len(report.conflicts)} conflict(s) (listed in {out / 'merge.json'})\n"
+        f"merged {n_shards} shard(s): {report.rows} rows, {len(report.duplicates)} duplicate(s), "
+        f"{len(report.conflicts)} conflict(s) (listed in {RunDir(out).merge_report})\n"
     )
     for conflict in report.conflicts[:20]:
         sys.stderr.write(f"  conflict: {conflict}\n")
-    return 0
+    if report.missing_cells:
+        sys.stderr.write(
+            f"{len(report.missing_cells)} expected cell(s) had no shard, reported not run: "
+            f"{', '.join(report.missing_cells)}\n"
+        )
+    for shard in report.without_run_info:
+        sys.stderr.write(
+            f"{shard}: no run.json (the run was cut short): its unrun cases are reported not run\n"
+        )
+    for shard in report.without_plan:
+        sys.stderr.write(f"{shard}: no plan.json: cases it planned but never ran cannot be named\n")
+    for pkg, by_version in report.version_mismatches.items():
+        found = "; ".join(f"{version} in {', '.join(shards)}" for version, shards in by_version.items())
+        sys.stderr.write(f"shards ran different versions of {pkg}: {found}\n")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:

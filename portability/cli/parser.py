@@ -7,6 +7,7 @@ import argparse
 import math
 
 from portability.cli.commands import (
+    cmd_changed_ops,
     cmd_ci_matrix,
     cmd_conformance,
     cmd_coverage,
@@ -123,10 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
     cim.add_argument("--matrix", default="matrix.yaml")
+    cim.add_argument("--cells", default="all", help="backend@device cells, comma-separated, or all")
+    cim.add_argument("--runners", default="", help="runner label per device type: cuda=hopper,npu=ascend")
     cim.set_defaults(func=cmd_ci_matrix)
+    chg = sub.add_parser(
+        "changed-ops", help="the operators a FlagGems pull request touches, for run --ops (all / none / list)"
+    )
+    chg.add_argument("--source", required=True, help="the pull request's FlagGems git checkout")
+    chg.add_argument("--base", required=True, help="the pull request's base commit (or branch)")
+    chg.set_defaults(func=cmd_changed_ops)
     mrg = sub.add_parser("merge", help="merge run directories from several machines into one scorecard")
-    mrg.add_argument("shards", nargs="+", help="run directories (or results.jsonl files)")
+    mrg.add_argument("shards", nargs="*", help="run directories (or results.jsonl files)")
     mrg.add_argument("--out", required=True)
+    mrg.add_argument(
+        "--expected-cells",
+        default="",
+        help="backend@device cells the shards should hold (a CI matrix's): one without a shard is not run",
+    )
     mrg.set_defaults(func=cmd_merge)
     dif = sub.add_parser(
         "diff", help="regressions and improvements of NEW against BASE (PR-comment Markdown)"

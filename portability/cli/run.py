@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from portability.cli.common import UsageError, load_config, parse_filters, split_csv
 from portability.matrix.config import MatrixConfig
+from portability.results.rundir import RunDir
 
 if TYPE_CHECKING:
     from portability.plan.cells import Cell
@@ -32,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.case_timeout is not None:
         plan.timeout_s = args.case_timeout
     out = Path(args.out)
-    if args.resume and not (out / "results.jsonl").exists():
+    if args.resume and not RunDir(out).results.exists():
         raise UsageError(
             f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run"
         )
@@ -55,22 +56,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"--serving-only: {config.path} has no serving block, nothing was served\n")
     write_run_info(out, sys.argv[1:], config.path, started)
     paths = write_scorecard(out)
-    from portability.scorecard.html import TREND_FILE, append_trend
+    from portability.scorecard.html import append_trend
 
-    append_trend(out, Path(args.trend) if args.trend else out.resolve().parent / TREND_FILE)
+    append_trend(out, Path(args.trend) if args.trend else RunDir(out).default_trend)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
     return 128 + 15 if stopped else 0  # 143: ended by SIGTERM, as a shell reports it
 
 
 def _write_coverage(out: Path) -> None:
     """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
-    import json
 
     from portability.flaggems.coverage import measure, to_json
     from portability.flaggems.package import FlagGemsUnavailable
 
     try:
-        (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
+        RunDir(out).write_json(RunDir(out).coverage, to_json(measure()))
     except FlagGemsUnavailable:
         pass  # flag_gems not installed: its cells already say so
 
@@ -78,8 +78,6 @@ def _write_coverage(out: Path) -> None:
 def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
     """declared-support.json: what each vendor backend of the installed FlagGems declares (any host), with
     the vllm-plugin-FL tree a flaggems backend's `options.vllm_fl` names."""
-    import json
-
     from portability.flaggems.package import FlagGemsUnavailable
     from portability.flaggems.vendors import read_declared_support, to_json
 
@@ -90,7 +88,7 @@ def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
         support = read_declared_support(vllm_fl=Path(tree) if tree else None)
     except FlagGemsUnavailable:
         return  # flag_gems not installed: its cells already say so
-    (out / "declared-support.json").write_text(json.dumps(to_json(support), indent=1))
+    RunDir(out).write_json(RunDir(out).declared_support, to_json(support))
 
 
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
@@ -130,8 +128,8 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
 
 def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
     """The serving block's engines crossed with the plan's cells of the serving backends."""
-    from portability.results.store import RESULTS_FILE, ResultWriter
-    from portability.serving import run_serving
+    from portability.results.store import ResultWriter
+    from portability.serving.runner import run_serving
 
     cells = [
         (engine, c.backend, c.device, c.status, c.reason)
@@ -139,7 +137,7 @@ def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
         for c in plan.cells
         if c.backend in config.serving.backends
     ]
-    run_serving(cells, config.serving, out, ResultWriter(out / RESULTS_FILE))
+    run_serving(cells, config.serving, out, ResultWriter(RunDir(out).results))
 
 
 def _print_cells(cells: list[Any]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from portability.devices import DEVICE_TYPES
 from portability.flaggems.source import SOURCE_FORMS, source_problem
 from portability.matrix.yaml_lines import ConfigError, Path_, Validator, kind_of, read_yaml
 from portability.registry import BUILTIN_ADAPTERS
@@ -109,7 +110,6 @@ BACKEND_KEYS = ("adapter", "devices", "dtypes", "options", "env")
 # the flaggems adapter's options: what `nox -s matrix` installs, and a vllm-plugin-FL tree whose
 # per-vendor blacklists join the scorecard's declared-support view
 FLAGGEMS_OPTIONS = ("source", "vllm_fl")
-KNOWN_DEVICE_TYPES = ("cpu", "cuda", "xpu", "npu", "mlu", "musa", "gcu", "txda", "hip", "mps")
 
 
 def load_matrix(
@@ -167,11 +167,11 @@ def _backends(
         devices = v.str_list(body.get("devices", ["cpu"]), (*p, "devices"), what="device")
         for i, dev in enumerate(devices):
             dtype, _, index = dev.partition(":")
-            if dtype not in KNOWN_DEVICE_TYPES or (index and not index.isdigit()):
+            if dtype not in DEVICE_TYPES or (index and not index.isdigit()):
                 v.error(
                     (*p, "devices", i),
                     f"unknown device '{dev}'",
-                    f"a device type ({', '.join(KNOWN_DEVICE_TYPES)}) optionally with ':N'",
+                    f"a device type ({', '.join(DEVICE_TYPES)}) optionally with ':N'",
                 )
         if len(set(devices)) != len(devices):
             dup = next(d for d in devices if devices.count(d) > 1)
@@ -243,7 +243,7 @@ def _tolerances(
         out["dtypes"]["*"][dtype] = Tolerance(
             t.atol if t.atol is not None else default[0], t.rtol if t.rtol is not None else default[1]
         )
-    allowed_keys = {"backends": tuple(backends), "devices": KNOWN_DEVICE_TYPES, "cases": None}
+    allowed_keys = {"backends": tuple(backends), "devices": DEVICE_TYPES, "cases": None}
     for section, allowed in allowed_keys.items():
         sec = v.mapping(block.get(section, {}) or {}, ("tolerances", section), allowed)
         for key, per_dtype in sec.items():

@@ -30,7 +30,7 @@ def declared_support(data: dict[str, Any], budget: int) -> list[str]:
     measured: dict[str, list[str]] = {}
     for c in data["cells"]:
         vendor = (c.get("versions") or {}).get("flag_gems.vendor")
-        if vendor and c["state"] not in ("unavailable", "error"):
+        if vendor and c["state"] not in ("unavailable", "error", "infra"):
             measured.setdefault(vendor, []).append(c["cell"])
     cells = {vendor: ", ".join(names) for vendor, names in measured.items()}
     title = ["### FlagGems: declared support per vendor", ""]
