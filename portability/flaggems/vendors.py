@@ -186,7 +186,10 @@ def _vllm_fl_configs(tree: Path, by_function: dict[str, list[str]], support: Dec
     backend for, and unreadable ones, are listed on `support`."""
     folder = tree / VLLM_FL_CONFIG_DIR if (tree / VLLM_FL_CONFIG_DIR).is_dir() else tree
     by_vendor = {v.vendor: v for v in support.vendors}
-    for path in sorted(folder.glob("*.yaml")):
+    configs = sorted(folder.glob("*.yaml"))
+    if not configs:
+        support.vllm_fl_problems.append(f"{tree}: no {VLLM_FL_CONFIG_DIR}/*.yaml")
+    for path in configs:
         stem = path.stem  # "nvidia", "musa", "nvidia_hopper" (an architecture's variant)
         prefix = stem.split("_")[0]
         candidates = (stem, VLLM_FL_ALIASES.get(stem), prefix, VLLM_FL_ALIASES.get(prefix))
