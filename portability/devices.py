@@ -26,7 +26,11 @@ VENDOR_EXTENSIONS: dict[str, str | None] = {
     "musa": "torch_musa",  # Moore Threads
     "gcu": "torch_gcu",  # Enflame
     "txda": "torch_txda",  # Tsingmicro
+    "hip": None,  # AMD through ROCm's HIP device type
+    "mps": None,  # Apple
 }
+# The one list of device types matrix.yaml accepts: adding a device type is one line above.
+DEVICE_TYPES: tuple[str, ...] = tuple(VENDOR_EXTENSIONS)
 
 
 @dataclass(frozen=True)

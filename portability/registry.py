@@ -21,6 +21,12 @@ ENTRY_POINT_GROUP = "portability.backends"
 
 
 @cache
+def baseline_name() -> str:
+    """The backend every speedup is measured against: the built-in adapter with `is_baseline` set."""
+    return next(name for name in BUILTIN_ADAPTERS if adapter_class(name).is_baseline)
+
+
+@cache
 def adapter_targets() -> dict[str, str]:
     """Adapter name -> "module:Class". Entry points may add names, never replace a built-in."""
     found = dict(BUILTIN_ADAPTERS)

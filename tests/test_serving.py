@@ -364,7 +364,7 @@ def test_vllm_serves_qwen3_tiny_on_cpu_throughput_latency_and_gate(tmp_path, mon
     """One real run: vllm on torch@cpu (dummy-weights throughput, OpenAI server latency through vLLM's
     benchmark, gate on the synthetic checkpoint vs hf float32), flaggems@cpu unavailable with a reason."""
     from portability.results.store import ResultWriter, read_results
-    from portability.serving import run_serving
+    from portability.serving.runner import run_serving
 
     monkeypatch.setenv("PORTABILITY_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")

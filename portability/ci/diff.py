@@ -11,15 +11,17 @@ head no longer plans at all is a coverage drop."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from portability.results.store import FAILING, latest_by_id, read_results
-from portability.run.session import FULL_PLAN_FILE
+from portability.plan.case_id import CaseId
+from portability.registry import baseline_name
+from portability.results.rundir import RunDir
+from portability.results.status import FAILING
+from portability.results.store import latest_by_id, read_results
 from portability.scorecard.markdown import MAX_COMMENT_BYTES, render_markdown
 from portability.scorecard.safe_text import md_text
 from portability.scorecard.summary import summarize
@@ -52,16 +54,13 @@ class Run:
 
     @classmethod
     def read(cls, path: Path) -> Run:
-        run_dir = path if path.is_dir() else path.parent
+        run_dir = RunDir.of(path)
         rows = latest_by_id(read_results(path))
-        plan = _json(run_dir / FULL_PLAN_FILE) if path.is_dir() or path.name == "results.jsonl" else None
+        own = path.is_dir() or path == run_dir.results  # a loose results file has no plan beside it
+        plan = run_dir.read_json(run_dir.plan) if own else None
         planned = {c["id"]: c for c in plan["cases"]} if plan else None
-        cells = {c["backend"] + "@" + c["device"] for c in plan["cells"]} if plan else None
-        return cls(rows, planned, cells, _json(run_dir / "coverage.json"))
-
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+        cells = {f"{c['backend']}@{c['device']}" for c in plan["cells"]} if plan else None
+        return cls(rows, planned, cells, run_dir.read_json(run_dir.coverage) if own else None)
 
 
 @dataclass
@@ -97,7 +96,13 @@ def _status_change(case_id: str, b: dict[str, Any], n: dict[str, Any]) -> Change
 
 def _speed_change(case_id: str, b: dict[str, Any], n: dict[str, Any]) -> Change | None:
     bs, ns = b.get("speedup"), n.get("speedup")
-    if b["status"] != "pass" or n["status"] != "pass" or not bs or not ns or b.get("backend") == "torch":
+    if (
+        b["status"] != "pass"
+        or n["status"] != "pass"
+        or not bs
+        or not ns
+        or b.get("backend") == baseline_name()
+    ):
         return None
     threshold = max(MIN_SPEEDUP_DROP, 2 * max(_noise(b), _noise(n)))  # beyond the measured noise
     change = (ns - bs) / bs
@@ -257,14 +262,14 @@ def _scorecard(diff: Diff, new: Run, room: int) -> str:
 
 
 def _op_of(case_id: str) -> str:
-    return case_id.split("::")[1] if case_id.count("::") >= 2 else ""
+    return CaseId.parse(case_id).op
 
 
 def _not_run_lines(diff: Diff) -> list[str]:
     """Whole cells first, then the number of unrun cases per cell (`portability diff` has their ids)."""
     per_cell: dict[str, int] = {}
     for case_id in diff.not_run:
-        cell = case_id.split("::", 1)[0]
+        cell = CaseId.parse(case_id).cell
         per_cell[cell] = per_cell.get(cell, 0) + 1
     whole = [f"{cell}: no shard arrived, the whole cell is not run" for cell in diff.cells_not_run]
     return whole + [f"{cell}: {n} planned case(s) not run" for cell, n in sorted(per_cell.items())]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from portability.cli.common import UsageError, load_config, parse_filters, split_csv
+from portability.results.rundir import RunDir
 
 if TYPE_CHECKING:
     from portability.ci.merge import MergeReport
@@ -128,11 +129,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from portability.scorecard.html import write_report
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "results.jsonl").exists():
+    if not RunDir(run_dir).results.exists():
         raise UsageError(f"{run_dir}: no results.jsonl, expected a run directory")
     try:
         out = write_report(
-            run_dir, Path(args.out or run_dir / "report.html"), Path(args.trend) if args.trend else None
+            run_dir, Path(args.out or RunDir(run_dir).report_html()), Path(args.trend) if args.trend else None
         )
     except ImportError as exc:
         raise UsageError(
@@ -194,7 +195,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
         raise UsageError("no shard to merge, expected run directories (or --expected-cells)")
     shards = [Path(s) for s in args.shards]
     for shard in shards:
-        if not (shard / "results.jsonl").exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
+        if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
     out = Path(args.out)
     report = merge(shards, out, expected)
@@ -206,7 +207,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 def _report_merge(report: MergeReport, n_shards: int, out: Path) -> None:
     sys.stderr.write(
         f"merged {n_shards} shard(s): {report.rows} rows, {len(report.duplicates)} duplicate(s), "
-        f"{len(report.conflicts)} conflict(s) (listed in {out / 'merge.json'})\n"
+        f"{len(report.conflicts)} conflict(s) (listed in {RunDir(out).merge_report})\n"
     )
     for conflict in report.conflicts[:20]:
         sys.stderr.write(f"  conflict: {conflict}\n")

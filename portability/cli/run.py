@@ -11,6 +11,7 @@ from typing import Any
 
 from portability.cli.common import UsageError, load_config, parse_filters, split_csv
 from portability.matrix.config import MatrixConfig
+from portability.results.rundir import RunDir
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -29,7 +30,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.case_timeout is not None:
         plan.timeout_s = args.case_timeout
     out = Path(args.out)
-    if args.resume and not (out / "results.jsonl").exists():
+    if args.resume and not RunDir(out).results.exists():
         raise UsageError(
             f"--resume: {out}/results.jsonl does not exist, expected the directory of an earlier run"
         )
@@ -51,21 +52,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"--serving-only: {config.path} has no serving block, nothing was served\n")
     write_run_info(out, sys.argv[1:], config.path, started)
     paths = write_scorecard(out)
-    from portability.scorecard.html import TREND_FILE, append_trend
+    from portability.scorecard.html import append_trend
 
-    append_trend(out, Path(args.trend) if args.trend else out.resolve().parent / TREND_FILE)
+    append_trend(out, Path(args.trend) if args.trend else RunDir(out).default_trend)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
     return 128 + 15 if stopped else 0  # 143: ended by SIGTERM, as a shell reports it
 
 
 def _write_coverage(out: Path) -> None:
     """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
-    import json
 
     from portability.coverage import measure, to_json
 
     try:
-        (out / "coverage.json").write_text(json.dumps(to_json(measure()), indent=1))
+        RunDir(out).write_json(RunDir(out).coverage, to_json(measure()))
     except ModuleNotFoundError:
         pass  # flag_gems not installed: its cells already say so
 
@@ -107,8 +107,8 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
 
 def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
     """The serving block's engines crossed with the plan's cells of the serving backends."""
-    from portability.results.store import RESULTS_FILE, ResultWriter
-    from portability.serving import run_serving
+    from portability.results.store import ResultWriter
+    from portability.serving.runner import run_serving
 
     cells = [
         (engine, c.backend, c.device, c.status, c.reason)
@@ -116,7 +116,7 @@ def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
         for c in plan.cells
         if c.backend in config.serving.backends
     ]
-    run_serving(cells, config.serving, out, ResultWriter(out / RESULTS_FILE))
+    run_serving(cells, config.serving, out, ResultWriter(RunDir(out).results))
 
 
 def _print_cells(cells: list[Any]) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
+from portability.devices import DEVICE_TYPES
 from portability.matrix.yaml_lines import ConfigError, Path_, Validator, kind_of, read_yaml
 from portability.registry import BUILTIN_ADAPTERS
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
@@ -105,7 +106,6 @@ class MatrixConfig:
 
 TOP_KEYS = ("version", "backends", "operators", "tolerances", "perf", "serving")
 BACKEND_KEYS = ("adapter", "devices", "dtypes", "options", "env")
-KNOWN_DEVICE_TYPES = ("cpu", "cuda", "xpu", "npu", "mlu", "musa", "gcu", "txda", "hip", "mps")
 
 
 def load_matrix(
@@ -163,11 +163,11 @@ def _backends(
         devices = v.str_list(body.get("devices", ["cpu"]), (*p, "devices"), what="device")
         for i, dev in enumerate(devices):
             dtype, _, index = dev.partition(":")
-            if dtype not in KNOWN_DEVICE_TYPES or (index and not index.isdigit()):
+            if dtype not in DEVICE_TYPES or (index and not index.isdigit()):
                 v.error(
                     (*p, "devices", i),
                     f"unknown device '{dev}'",
-                    f"a device type ({', '.join(KNOWN_DEVICE_TYPES)}) optionally with ':N'",
+                    f"a device type ({', '.join(DEVICE_TYPES)}) optionally with ':N'",
                 )
         if len(set(devices)) != len(devices):
             dup = next(d for d in devices if devices.count(d) > 1)
@@ -229,7 +229,7 @@ def _tolerances(
         out["dtypes"]["*"][dtype] = Tolerance(
             t.atol if t.atol is not None else default[0], t.rtol if t.rtol is not None else default[1]
         )
-    allowed_keys = {"backends": tuple(backends), "devices": KNOWN_DEVICE_TYPES, "cases": None}
+    allowed_keys = {"backends": tuple(backends), "devices": DEVICE_TYPES, "cases": None}
     for section, allowed in allowed_keys.items():
         sec = v.mapping(block.get(section, {}) or {}, ("tolerances", section), allowed)
         for key, per_dtype in sec.items():

@@ -16,6 +16,7 @@ from typing import Any
 from portability import devices
 from portability.catalog import load_catalog
 from portability.matrix.config import MatrixConfig
+from portability.plan.case_id import CaseId
 from portability.registry import adapter_class
 from portability.run.case import CaseRequest
 from portability.spec import OpSpec
@@ -179,7 +180,7 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         spec_op=(spec.atol.get(dtype), spec.rtol.get(dtype)),
                     )
                     request = CaseRequest(
-                        id=f"{cell.id}::{spec.name}::{case.name}::{dtype}",
+                        id=str(CaseId(cell.id, spec.name, case.name, dtype)),
                         cell=cell.id,
                         backend=cell.backend,
                         device=cell.device,

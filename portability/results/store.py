@@ -15,12 +15,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-STATUSES = ("pass", "fail", "skip", "unsupported", "error", "timeout", "crash", "oom", "infra", "unavailable")
-# Statuses that say something is wrong with the backend's operator (counted as failures in a scorecard);
-# skip/unsupported/unavailable/infra are about the environment, not the operator.
-FAILING = ("fail", "error", "timeout", "crash", "oom")
-
-RESULTS_FILE = "results.jsonl"
+from portability.results.rundir import RunDir
+from portability.results.status import STATUSES
 
 
 class ResultWriter:
@@ -52,7 +48,7 @@ def read_results(path: Path) -> list[dict[str, Any]]:
 def iter_results(path: Path) -> Iterator[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
-        path = path / RESULTS_FILE
+        path = RunDir(path).results
     if not path.exists():
         return
     with path.open("rb") as fh:

@@ -21,9 +21,12 @@ from typing import Any
 
 import pytest
 
-from portability.results.store import FAILING, RESULTS_FILE, ResultWriter, iter_results
+from portability.plan.case_id import CaseId, strip_pytest_file
+from portability.registry import baseline_name
+from portability.results.rundir import RunDir
+from portability.results.status import FAILING, NEUTRAL
+from portability.results.store import ResultWriter, iter_results
 
-LOG_DIR = "logs"
 # Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults
 # a kernel causes): the case is a `crash` and the worker ends itself so the next case gets a fresh context.
 POISONING_ERRORS = (
@@ -80,7 +83,7 @@ def _safe(text: str) -> str:
 
 def _log_path(config: pytest.Config, worker: str) -> Path:
     out = Path(config.getoption("--portability-out"))
-    return out / LOG_DIR / f"{_safe(config.getoption('--portability-cell') or 'all')}.{worker}.log"
+    return RunDir(out).logs / f"{_safe(config.getoption('--portability-cell') or 'all')}.{worker}.log"
 
 
 def _start_marker(config: pytest.Config, worker: str) -> Path:
@@ -106,7 +109,7 @@ def _adapters_for(config: pytest.Config, cell_id: str) -> tuple[Any, Any]:
         adapter = adapter_class(cell.adapter)(device, cell.options)
         baseline = None
         if not adapter.is_baseline:
-            baseline = adapter_class("torch")(device, {})
+            baseline = adapter_class(baseline_name())(device, {})
         _ADAPTERS[cell_id] = (adapter, baseline, cell)
     adapter, baseline, _cell = _ADAPTERS[cell_id]
     return adapter, baseline
@@ -157,7 +160,7 @@ class CaseItem(pytest.Item):
             "worker": worker,
             "time": time.time(),
         }
-        ResultWriter(Path(config.getoption("--portability-out")) / RESULTS_FILE).append(full)
+        ResultWriter(RunDir(Path(config.getoption("--portability-out"))).results).append(full)
         marker.unlink(missing_ok=True)
         # user_properties travel to the xdist controller through execnet: plain JSON types only.
         self.user_properties.append(("row", json.loads(json.dumps(full, default=str))))
@@ -169,7 +172,7 @@ class CaseItem(pytest.Item):
             os._exit(3)
         if row["status"] in FAILING:
             raise CaseFailed(f"{row['status']}: {row.get('reason')}")
-        if row["status"] in ("skip", "unsupported", "infra"):
+        if row["status"] in NEUTRAL:
             pytest.skip(f"{row['status']}: {row.get('reason')}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
@@ -262,9 +265,9 @@ class _Progress:
 
     def _row_for_dead_worker(self, report: pytest.TestReport) -> dict[str, Any] | None:
         out = Path(self.config.getoption("--portability-out"))
-        results = out / RESULTS_FILE
+        results = RunDir(out).results
         for existing in iter_results(results):
-            if existing["id"] == report.nodeid.split("::", 1)[-1]:
+            if existing["id"] == strip_pytest_file(report.nodeid):
                 return existing  # the worker wrote its row before ending itself
         node = getattr(report, "node", None)
         worker = node.gateway.id if node is not None else "main"
@@ -282,17 +285,17 @@ class _Progress:
         )
         if last_words:
             reason += f"; last output: {last_words}"
-        item_id = report.nodeid.split("::", 1)[-1]
-        parts = item_id.split("::")
+        item_id = strip_pytest_file(report.nodeid)
+        case = CaseId.parse(item_id)
         row = {
             "id": item_id,
             "kind": "op",
-            "cell": parts[0],
-            "backend": parts[0].split("@")[0],
-            "device": parts[0].split("@")[-1],
-            "op": parts[1] if len(parts) > 1 else "",
-            "case": parts[2] if len(parts) > 2 else "",
-            "dtype": parts[3] if len(parts) > 3 else "",
+            "cell": case.cell,
+            "backend": case.backend,
+            "device": case.device,
+            "op": case.op,
+            "case": case.case,
+            "dtype": case.dtype,
             "status": status,
             "reason": reason[-2000:],
             "duration_s": round(elapsed, 3),
@@ -336,7 +339,7 @@ def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) 
     extra = ""
     if row.get("latency_ms") is not None:
         extra = f" {row['latency_ms']:.3f}ms"
-        if row.get("speedup") and not str(row.get("backend")) == "torch":
+        if row.get("speedup") and str(row.get("backend")) != baseline_name():
             extra += f" x{row['speedup']:.2f}"
     # Workers start on the heaviest cases (schedule.py) and spend their first seconds importing, so a
     # linear extrapolation from the first rows is far off (an H100 sweep said 5,592 s at 12 of 3,709

@@ -8,7 +8,6 @@ here, so every planned case has exactly one row.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import socket
@@ -21,10 +20,8 @@ from typing import Any
 import portability
 from portability.plan.cells import Cell, Plan
 from portability.plan.schedule import order_cases
-from portability.results.store import RESULTS_FILE, ResultWriter, iter_results, latest_by_id
-
-PLAN_FILE = "cells.plan.json"  # what the pytest sessions run (on --resume: only what is left)
-FULL_PLAN_FILE = "plan.json"  # every planned case, so a scorecard can name what was never run
+from portability.results.rundir import RunDir
+from portability.results.store import ResultWriter, iter_results, latest_by_id
 
 
 def cell_row(cell: Cell) -> dict[str, Any]:
@@ -48,7 +45,7 @@ def cell_row(cell: Cell) -> dict[str, Any]:
 
 
 def completed_ids(out: Path) -> set[str]:
-    return set(latest_by_id(iter_results(out / RESULTS_FILE)))
+    return set(latest_by_id(iter_results(RunDir(out).results)))
 
 
 def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
@@ -62,7 +59,7 @@ def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
 def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -> int:
     """Run every case of the plan, appending rows to out/results.jsonl. Returns the worst pytest exit code."""
     out.mkdir(parents=True, exist_ok=True)
-    results = out / RESULTS_FILE
+    results = RunDir(out).results
     if not resume and results.exists():
         results.unlink()
     if resume:
@@ -73,8 +70,8 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         row_id = f"cell:{cell.id}"
         if row_id not in done:
             writer.append(cell_row(cell))
-    if not resume or not (out / FULL_PLAN_FILE).exists():
-        _write_atomically(plan, out / FULL_PLAN_FILE)
+    if not resume or not RunDir(out).plan.exists():
+        _write_atomically(plan, RunDir(out).plan)
     for req, why in plan.refused:  # refused at plan time: recorded, never run
         if req.id not in done:
             writer.append(
@@ -93,7 +90,7 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         for case in order_cases(cases, _workers(plan, cell, len(cases)))
     ]
     todo = Plan(plan.cells, ordered, plan.timeout_s, plan.workers)
-    _write_atomically(todo, out / PLAN_FILE)
+    _write_atomically(todo, RunDir(out).cells_plan)
     (out / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
     worst = 0
     for cell in todo.cells:
@@ -150,7 +147,7 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
         sys.executable,
         "-m",
         "pytest",
-        str(out / PLAN_FILE),
+        str(RunDir(out).cells_plan),
         "-c",
         str(out / "pytest.ini"),
         "--rootdir",
@@ -201,4 +198,4 @@ def write_run_info(out: Path, argv: list[str], matrix: str, started: float) -> N
         "wall_s": round(time.time() - started, 1),
         "portability": portability.__version__,
     }
-    (out / "run.json").write_text(json.dumps(info, indent=1))
+    RunDir(out).write_json(RunDir(out).run_info, info)

@@ -16,27 +16,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from portability.results.rundir import RunDir
+from portability.results.status import PLOT_MARK, SYMBOL
 from portability.results.store import read_results
-from portability.scorecard.write import SYMBOL, summarize
-
-TREND_FILE = "trend.jsonl"
-# Plain-letter marks for the heatmap (the scorecard's emoji are not in matplotlib's default font).
-MARKS = {
-    "fail": "X",
-    "error": "E",
-    "timeout": "T",
-    "crash": "C",
-    "oom": "M",
-    "unsupported": "U",
-    "skip": "-",
-    "infra": "?",
-}
+from portability.scorecard.summary import summarize
 
 
 def append_trend(run_dir: Path, trend: Path) -> dict[str, Any]:
     """Append one line summarising the run in `run_dir` to `trend`; return it."""
     data = summarize(read_results(run_dir))
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else {}
+    run = RunDir(run_dir).read_json(RunDir(run_dir).run_info) or {}
     line = {
         "time": run.get("finished", time.time()),
         "run": str(run_dir),
@@ -88,7 +77,7 @@ def heatmap(data: dict[str, Any]) -> str:
                 ax.text(
                     j,
                     i,
-                    MARKS.get(entry["verdict"], "?") if entry["cases"] else ".",
+                    PLOT_MARK.get(entry["verdict"], "?") if entry["cases"] else ".",
                     ha="center",
                     va="center",
                     fontsize=7,
@@ -124,8 +113,8 @@ def trend_plot(lines: list[dict[str, Any]]) -> str | None:
 
 
 def write_report(run_dir: Path, out: Path, trend: Path | None = None) -> Path:
-    plan = run_dir / "plan.json"
-    data = summarize(read_results(run_dir), json.loads(plan.read_text())["cases"] if plan.exists() else None)
+    plan = RunDir(run_dir).read_json(RunDir(run_dir).plan)
+    data = summarize(read_results(run_dir), plan["cases"] if plan else None)
     esc = html.escape
     rows = ""
     for c in data["cells"]:

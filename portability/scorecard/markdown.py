@@ -8,30 +8,13 @@ from typing import Any
 
 from tabulate import tabulate
 
-from portability.results.store import FAILING
+from portability.results.status import FAILING, NEUTRAL, SYMBOL, legend
 from portability.scorecard import native_fails as native_check
 from portability.scorecard.safe_text import md_text
+from portability.scorecard.serving_table import render_serving_table
 
 MAX_COMMENT_BYTES = 64 * 1024
 MARKER = "<!-- flagos-portability-scorecard -->"
-
-SYMBOL = {
-    "pass": "✓",
-    "fail": "✗",
-    "error": "E",
-    "timeout": "⏱",
-    "crash": "💥",
-    "oom": "OOM",
-    "unsupported": "∅",
-    "skip": "–",
-    "infra": "?",
-    "unavailable": "·",
-}
-LEGEND = (
-    "✓ all cases pass (geomean speedup vs torch on the same device) · ✗ wrong result · E error · "
-    "⏱ timeout · 💥 crash · OOM out of memory · ∅ unsupported dtype/op · – skipped · ? infra "
-    "· blank: not run"
-)
 
 
 def _grid_entry(entry: dict[str, Any] | None) -> str:
@@ -79,12 +62,47 @@ def _lines_within(lines: list[str], budget: int) -> list[str]:
     return kept
 
 
+CELL_HEADERS = [
+    "cell",
+    "device",
+    "state",
+    "pass",
+    "failing",
+    "skipped",
+    "ops passing",
+    "geomean speedup",
+    "faster than native",
+]
+
+
 def render_markdown(
     data: dict[str, Any], run: dict[str, Any] | None = None, limit: int = MAX_COMMENT_BYTES
 ) -> str:
     """The PR comment, at most `limit` bytes (UTF-8). What gives way, in order: the failure list (cut, with
     a count), the operator grid (collapsed into <details>, then left out), the coverage list, the cells
     table (whole rows, with a count). The title, the verdict line and the cells table's head always stay."""
+    head = _header(run)
+    verdict = verdict_line(data)
+    head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
+    cells_table = _fit_table(
+        [_cell_row(c) for c in data["cells"]], CELL_HEADERS, max(2_000, limit // 2 - head_bytes), "cells"
+    )
+    sections = [*head, verdict, "", "### Cells", "", cells_table, ""]
+    sections += _native_section(data, limit) + _serving_section(data, limit) + _coverage_section(data, limit)
+    text = _with_grid_and_failures("\n".join(sections), data, limit)
+    if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
+        text = (
+            "\n".join(sections)
+            + "\n_Operator grid and failure list omitted to fit a PR comment: see scorecard.json._\n"
+        )
+    if len(text.encode()) > limit:
+        text = "\n".join(
+            [*head, verdict, "", "_Details omitted to fit a PR comment: see scorecard.json._", ""]
+        )
+    return text
+
+
+def _header(run: dict[str, Any] | None) -> list[str]:
     head = [MARKER, "## FlagOS portability scorecard", ""]
     if run:
         head.append(
@@ -92,44 +110,37 @@ def render_markdown(
             f"wall {md_text(run.get('wall_s', '?'), 20)} s · `{md_text(run.get('command'), 200)}`"
         )
         head.append("")
-    cell_rows = []
-    for c in data["cells"]:
-        counts = c["counts"]
-        if c["state"] in ("unavailable", "error", "infra"):  # infra: no shard arrived (ci/merge.py)
-            cell_rows.append(
-                [
-                    md_text(c["cell"], 60),
-                    md_text(c["device_name"] or "—", 40),
-                    f"{c['state']}: {md_text(c['reason'])}",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                ]
-            )
-            continue
-        bad = {s: counts.get(s, 0) for s in FAILING if counts.get(s)}
-        other = {s: counts.get(s, 0) for s in ("unsupported", "skip", "infra") if counts.get(s)}
-        gm = c["geomean_speedup"]
-        ftn = c["faster_than_native"]
-        if c.get("not_run"):
-            other["not run"] = c["not_run"]
-        cell_rows.append(
-            [
-                md_text(c["cell"], 60),
-                md_text(c["device_name"], 40),
-                "ran",
-                counts.get("pass", 0),
-                ", ".join(f"{k} {v}" for k, v in bad.items()) or "0",
-                ", ".join(f"{k} {v}" for k, v in other.items()) or "",
-                f"{c['operators_passing']}/{c['operators']}",
-                f"{gm:.2f}x" if gm else "",
-                f"{ftn:.0%}" if ftn is not None else "",
-            ]
-        )
-    n_fail = sum(1 for _ in data["failures"])
+    return head
+
+
+def _cell_row(c: dict[str, Any]) -> list[Any]:
+    """One line of the cells table: the counts of a cell that ran, or why it did not."""
+    if c["state"] in ("unavailable", "error", "infra"):  # infra: no shard arrived (ci/merge.py)
+        reason = f"{c['state']}: {md_text(c['reason'])}"
+        return [md_text(c["cell"], 60), md_text(c["device_name"] or "—", 40), reason, *[""] * 6]
+    counts = c["counts"]
+    bad = {s: counts.get(s, 0) for s in FAILING if counts.get(s)}
+    other = {s: counts.get(s, 0) for s in NEUTRAL if counts.get(s)}
+    gm = c["geomean_speedup"]
+    ftn = c["faster_than_native"]
+    if c.get("not_run"):
+        other["not run"] = c["not_run"]
+    return [
+        md_text(c["cell"], 60),
+        md_text(c["device_name"], 40),
+        "ran",
+        counts.get("pass", 0),
+        ", ".join(f"{k} {v}" for k, v in bad.items()) or "0",
+        ", ".join(f"{k} {v}" for k, v in other.items()) or "",
+        f"{c['operators_passing']}/{c['operators']}",
+        f"{gm:.2f}x" if gm else "",
+        f"{ftn:.0%}" if ftn is not None else "",
+    ]
+
+
+def verdict_line(data: dict[str, Any]) -> str:
+    """The scorecard's first claim: how many cases fail, serving rows that fail, cases never run."""
+    n_fail = len(data["failures"])
     verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
     if not data["grid"]:
         verdict = "**No operator case in this run.**"
@@ -144,88 +155,83 @@ def render_markdown(
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
             "`portability run --resume` finishes it)."
         )
-    head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
-    summary = _fit_table(
-        cell_rows,
-        [
-            "cell",
-            "device",
-            "state",
-            "pass",
-            "failing",
-            "skipped",
-            "ops passing",
-            "geomean speedup",
-            "faster than native",
-        ],
-        max(2_000, limit // 2 - head_bytes),
-        "cells",
-    )
-    sections = [*head, verdict, "", "### Cells", "", summary, ""]
+    return verdict
+
+
+def _native_section(data: dict[str, Any], limit: int) -> list[str]:
     native = [
         native_check.summary_line(c["cell"], c["native_check"], md_text)
         for c in data["cells"]
         if c.get("native_check")
     ]
-    if native:  # one line per cell, at most a sixteenth of the comment
-        kept_native = _lines_within(native, limit // 16)
-        more = len(native) - len(kept_native)
-        sections += [*kept_native, *([f"- … {more} more cells in scorecard.json"] if more else []), ""]
-    if data.get("serving"):
-        try:
-            from portability.serving import render_serving_table
+    if not native:
+        return []
+    kept = _lines_within(native, limit // 16)  # one line per cell, at most a sixteenth of the comment
+    more = len(native) - len(kept)
+    return [*kept, *([f"- … {more} more cells in scorecard.json"] if more else []), ""]
 
-            table = render_serving_table(data["serving"])
-            if len(table.encode()) > limit // 8:
-                table = (
-                    f"_{len(data['serving'])} serving rows: too many for a PR comment, see scorecard.json._"
-                )
-            sections += ["### Qwen3 serving (engine × backend cell)", "", table, ""]
-        except ImportError:
-            pass
+
+def _serving_section(data: dict[str, Any], limit: int) -> list[str]:
+    if not data.get("serving"):
+        return []
+    table = render_serving_table(data["serving"])
+    if len(table.encode()) > limit // 8:
+        table = f"_{len(data['serving'])} serving rows: too many for a PR comment, see scorecard.json._"
+    return ["### Qwen3 serving (engine × backend cell)", "", table, ""]
+
+
+def _coverage_section(data: dict[str, Any], limit: int) -> list[str]:
     cov = data.get("coverage")
-    if cov:
-        cap = 20_000
+    if not cov:
+        return []
+    cap = 20_000
+    uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
+    while len(uncovered.encode()) > limit // 8:  # escaping can grow text up to 6x: measure the bytes
+        cap //= 2
         uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
-        while len(uncovered.encode()) > limit // 8:  # escaping can grow text up to 6x: measure the bytes
-            cap //= 2
-            uncovered = md_text(", ".join(cov["uncovered"]), cap=cap)
-        sections += [
-            f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
-            f"overloads FlagGems registers ({_registry_words(cov)}; measured by dispatch, see "
-            "`portability coverage`)." + _broken_words(cov),
-            "",
-            f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
-            + uncovered
-            + "\n\n</details>",
-            "",
-        ]
+    return [
+        f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
+        f"overloads FlagGems registers ({_registry_words(cov)}; measured by dispatch, see "
+        "`portability coverage`)." + _broken_words(cov),
+        "",
+        f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
+        + uncovered
+        + "\n\n</details>",
+        "",
+    ]
+
+
+def _failure_line(r: dict[str, Any]) -> str:
+    error_size = (
+        f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
+        if isinstance(r.get("max_abs_err"), (int, float))
+        and isinstance(r.get("atol"), (int, float))
+        and isinstance(r.get("rtol"), (int, float))
+        and r["status"] == "fail"
+        else ""
+    )
+    return (
+        f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
+        f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}**"
+        + (f" ({native_check.TAG})" if r.get(native_check.FIELD) else "")
+        + f" — {md_text(r.get('reason'))}"
+        + error_size
+    )
+
+
+def _with_grid_and_failures(text: str, data: dict[str, Any], limit: int) -> str:
+    """`text` with the operator grid (whole, collapsed or left out) and the failure list, within `limit`."""
     cells = [c["cell"] for c in data["cells"] if c["state"] not in ("unavailable", "error") and c["cases"]]
     grid_rows = [
         [md_text(op, 60)] + [_grid_entry(data["grid"][op].get(cell)) for cell in cells]
         for op in sorted(data["grid"])
     ]
     grid = tabulate(grid_rows, headers=["operator", *[md_text(c, 40) for c in cells]], tablefmt="github")
-    fail_lines = [
-        f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
-        f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}**"
-        + (f" ({native_check.TAG})" if r.get(native_check.FIELD) else "")
-        + f" — {md_text(r.get('reason'))}"
-        + (
-            f" (max abs err {r['max_abs_err']:.3g}, tol atol={r.get('atol'):g} rtol={r.get('rtol'):g})"
-            if isinstance(r.get("max_abs_err"), (int, float))
-            and isinstance(r.get("atol"), (int, float))
-            and isinstance(r.get("rtol"), (int, float))
-            and r["status"] == "fail"
-            else ""
-        )
-        for r in data["failures"]
-    ]
-    text = "\n".join(sections)
-    grid_block = f"### Operators × cells\n\n{LEGEND}\n\n{grid}\n"
+    fail_lines = [_failure_line(r) for r in data["failures"]]
+    grid_block = f"### Operators × cells\n\n{legend()}\n\n{grid}\n"
     collapsed = (
         f"<details><summary>Operators × cells ({len(grid_rows)} operators)</summary>\n\n"
-        f"{LEGEND}\n\n{grid}\n\n</details>\n"
+        f"{legend()}\n\n{grid}\n\n</details>\n"
     )
     # Room the failure list is promised before the grid takes what is left (at most a third of it).
     room = limit - len(text.encode()) - 400
@@ -247,15 +253,6 @@ def render_markdown(
         more = len(fail_lines) - len(kept)
         text += f"\n<details><summary>Failing cases ({len(fail_lines)})</summary>\n\n" + "\n".join(kept)
         text += (f"\n- … {more} more in scorecard.json\n" if more else "\n") + "\n</details>\n"
-    if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
-        text = (
-            "\n".join(sections)
-            + "\n_Operator grid and failure list omitted to fit a PR comment: see scorecard.json._\n"
-        )
-    if len(text.encode()) > limit:
-        text = "\n".join(
-            [*head, verdict, "", "_Details omitted to fit a PR comment: see scorecard.json._", ""]
-        )
     return text
 
 

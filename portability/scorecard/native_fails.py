@@ -8,29 +8,29 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from typing import Any
 
-NATIVE_BACKEND = "torch"
+from portability.plan.case_id import case_key as strip_cell
+
 FIELD = "native_also_fails"
 TAG = "native fails too"
 
 
 def native_cell(cell: str) -> str:
     """The native baseline cell on the device of `cell` ("flaggems@cuda" -> "torch@cuda")."""
-    return f"{NATIVE_BACKEND}@{cell.partition('@')[2]}"
+    from portability.registry import baseline_name  # the adapter registry imports torch: only when needed
+
+    return f"{baseline_name()}@{cell.partition('@')[2]}"
 
 
 def case_key(row: dict[str, Any]) -> str:
     """The case id without its cell prefix: the same key names the same case in every cell."""
-    prefix = f"{row['cell']}::"
-    return row["id"][len(prefix) :] if row["id"].startswith(prefix) else row["id"]
+    return strip_cell(row["id"], row["cell"])
 
 
 def annotate(failures: list[dict[str, Any]], ops_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`failures` with each status-fail row of a non-native cell copied and given FIELD (True when the
     native cell's row for that case is a fail too), where the native cell on its device passed or failed
     that case. Other rows are returned as they are; the input rows are never modified."""
-    native = {
-        (r["cell"], case_key(r)): r["status"] for r in ops_rows if r["cell"].startswith(f"{NATIVE_BACKEND}@")
-    }
+    native = {(r["cell"], case_key(r)): r["status"] for r in ops_rows if r["cell"] == native_cell(r["cell"])}
     out = []
     for r in failures:
         status = native.get((native_cell(r["cell"]), case_key(r)))

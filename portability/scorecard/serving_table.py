@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from tabulate import tabulate
+
+from portability.scorecard.safe_text import md_text
+
 
 def render_serving_table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of serving rows (one per engine × cell)."""
-    from tabulate import tabulate
-
-    from portability.scorecard.write import md_text
 
     def num(value: Any, fmt: str) -> str:
         return format(value, fmt) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
@@ -77,8 +78,6 @@ def render_serving_table(rows: list[dict[str, Any]]) -> str:
 
 def _unavailable_line(rows: list[dict[str, Any]]) -> str:
     """Cells not served on this host, one line grouped by reason (a row each would bury the table)."""
-    from portability.scorecard.write import md_text
-
     by_reason: dict[str, list[str]] = {}
     for r in sorted(rows, key=lambda r: str(r.get("id"))):
         by_reason.setdefault(r.get("reason") or "", []).append(f"{r.get('engine')} on {r.get('cell')}")

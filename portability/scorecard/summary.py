@@ -8,7 +8,8 @@ import math
 from collections import Counter, defaultdict
 from typing import Any
 
-from portability.results.store import FAILING, latest_by_id
+from portability.results.status import FAILING, verdict
+from portability.results.store import latest_by_id
 from portability.scorecard import native_fails as native_check
 
 
@@ -87,7 +88,7 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
                 "counts": dict(counts),
                 "cases": len(items),
                 "geomean_speedup": speed,
-                "verdict": _verdict(counts),
+                "verdict": verdict(counts),
             }
     for cell_id, per_op in not_run.items():
         for op, n in per_op.items():
@@ -97,15 +98,3 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
             entry["not_run"] = n
     serving = [r for r in latest if r.get("kind") == "serving"]
     return {"cells": summary, "grid": grid, "failures": failures, "serving": serving, "not_run": len(missing)}
-
-
-def _verdict(counts: Counter[str] | dict[str, int]) -> str:
-    for status in ("crash", "timeout", "oom", "error", "fail"):
-        if counts.get(status):
-            return status
-    if counts.get("pass"):
-        return "pass"
-    for status in ("unsupported", "skip", "infra"):
-        if counts.get(status):
-            return status
-    return "skip"

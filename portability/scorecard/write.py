@@ -13,17 +13,18 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from portability.results.store import STATUSES, latest_by_id, read_results
-from portability.scorecard.markdown import LEGEND, MARKER, MAX_COMMENT_BYTES, SYMBOL, render_markdown
+from portability.plan.case_id import case_key
+from portability.results.rundir import RunDir
+from portability.results.status import STATUSES, junit_element
+from portability.results.store import latest_by_id, read_results
+from portability.scorecard.markdown import MARKER, MAX_COMMENT_BYTES, render_markdown
 from portability.scorecard.safe_text import MAX_MESSAGE_CHARS, ZWSP, md_text, xml_text
 from portability.scorecard.summary import summarize
 
 __all__ = [
-    "LEGEND",
     "MARKER",
     "MAX_COMMENT_BYTES",
     "MAX_MESSAGE_CHARS",
-    "SYMBOL",
     "ZWSP",
     "md_text",
     "render_junit",
@@ -47,14 +48,14 @@ def render_junit(rows: list[dict[str, Any]]) -> str:
             "testsuite",
             name=xml_text(cell),
             tests=str(sum(counts.values())),
-            failures=str(counts.get("fail", 0)),
-            errors=str(sum(counts.get(s, 0) for s in ("error", "timeout", "crash", "oom"))),
-            skipped=str(sum(counts.get(s, 0) for s in ("skip", "unsupported", "unavailable", "infra"))),
+            failures=str(sum(n for s, n in counts.items() if junit_element(s) == "failure")),
+            errors=str(sum(n for s, n in counts.items() if junit_element(s) == "error")),
+            skipped=str(sum(n for s, n in counts.items() if junit_element(s) == "skipped")),
         )
         for r in rs:
             if r.get("kind") == "cell" and r["status"] == "pass":
                 continue
-            name = xml_text(r["id"].split("::", 1)[-1] if r.get("kind") == "op" else r["id"])
+            name = xml_text(case_key(r["id"], r["cell"]) if r.get("kind") == "op" else r["id"])
             case = ET.SubElement(
                 suite,
                 "testcase",
@@ -63,11 +64,10 @@ def render_junit(rows: list[dict[str, Any]]) -> str:
                 time=f"{(r.get('latency_ms') or 0) / 1e3:.6f}",
             )
             status, reason = r["status"], xml_text(r.get("reason") or "")
-            if status == "fail":
-                ET.SubElement(case, "failure", message=reason[:500], type="fail").text = reason
-            elif status in ("error", "timeout", "crash", "oom"):
-                ET.SubElement(case, "error", message=reason[:500], type=status).text = reason
-            elif status in ("skip", "unsupported", "unavailable", "infra"):
+            element = junit_element(status)
+            if element in ("failure", "error"):
+                ET.SubElement(case, element, message=reason[:500], type=status).text = reason
+            elif element == "skipped":
                 ET.SubElement(case, "skipped", message=f"{status}: {reason}"[:500])
     return ET.tostring(suites, encoding="unicode", xml_declaration=True)
 
@@ -75,17 +75,16 @@ def render_junit(rows: list[dict[str, Any]]) -> str:
 def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     """Write scorecard.md / scorecard.json / junit.xml next to (or into `out`) the results file."""
     results = Path(results)
-    run_dir = results if results.is_dir() else results.parent
-    out = Path(out) if out else run_dir
-    out.mkdir(parents=True, exist_ok=True)
+    run_dir = RunDir.of(results)
+    paths = run_dir.outputs(out)
+    paths["markdown"].parent.mkdir(parents=True, exist_ok=True)
     rows = read_results(results)
-    plan_file = run_dir / "plan.json"
-    planned = json.loads(plan_file.read_text())["cases"] if plan_file.exists() else None
-    data = summarize(rows, planned)
-    if (run_dir / "coverage.json").exists():
-        data["coverage"] = json.loads((run_dir / "coverage.json").read_text())
-    run = json.loads((run_dir / "run.json").read_text()) if (run_dir / "run.json").exists() else None
-    paths = {"markdown": out / "scorecard.md", "json": out / "scorecard.json", "junit": out / "junit.xml"}
+    plan = run_dir.read_json(run_dir.plan)
+    data = summarize(rows, plan["cases"] if plan else None)
+    coverage = run_dir.read_json(run_dir.coverage)
+    if coverage is not None:
+        data["coverage"] = coverage
+    run = run_dir.read_json(run_dir.run_info)
     paths["markdown"].write_text(render_markdown(data, run))
     paths["json"].write_text(
         json.dumps(

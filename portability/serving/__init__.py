@@ -18,15 +18,3 @@ def model_config_dir(name: str) -> Path:
         known = ", ".join(sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").exists()))
         raise KeyError(f"unknown model {name!r}, expected one of {known} or a directory with real weights")
     return path
-
-
-def run_serving(*args, **kwargs):
-    from portability.serving.runner import run_serving as run
-
-    return run(*args, **kwargs)
-
-
-def render_serving_table(rows):
-    from portability.scorecard.serving_table import render_serving_table as render
-
-    return render(rows)

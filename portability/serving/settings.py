@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-ENGINES = ("vllm", "vllm-fl", "hf")
+from portability.serving.engines import ENGINES
+
 THROUGHPUT_WEIGHTS = ("dummy", "synthetic")
 GATE_WEIGHTS = ("synthetic",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
