@@ -11,6 +11,7 @@ head no longer plans at all is a coverage drop."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,13 +68,11 @@ class Run:
 class Diff:
     regressions: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
-    not_run: list[str] = field(
-        default_factory=list
-    )  # case ids the head planned (or the base ran) but never ran
+    # case ids the head planned, or the base ran in a cell with no shard, that never ran
+    not_run: list[str] = field(default_factory=list)
     cells_not_run: list[str] = field(default_factory=list)  # head cells with no shard: not run at all
-    newly_covered: list[str] = field(
-        default_factory=list
-    )  # operators passing in the head, absent in the base
+    # operators with a passing case in the head and none in the base
+    newly_covered: list[str] = field(default_factory=list)
     unexercised: list[str] = field(default_factory=list)  # overloads the head registers and no case reaches
     unexercised_is_new: bool = True  # False: no base coverage to tell which of them the pull request adds
 
@@ -151,7 +150,7 @@ def _passing_ops(run: Run) -> set[str]:
     return {r["op"] for r in run.rows.values() if r.get("kind") == "op" and r["status"] == "pass"}
 
 
-def _scope(new: Run):
+def _scope(new: Run) -> Callable[[dict[str, Any]], bool]:
     """Whether a base case is within what the head set out to run (its plan's operators and cells)."""
     if new.planned is None:
         return lambda row: True
