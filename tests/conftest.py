@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -73,6 +72,8 @@ def run_cut_short(args: list[str], out: Path, op_rows: int, env: dict[str, str] 
     """A real run cut short, as a CI time limit or a lost runner leaves it: `portability run ARGS --out
     OUT` started as a user would, then its whole process group (orchestrator, pytest, workers) killed
     with SIGKILL once `op_rows` operator rows are on disk. The caller checks that cases remained."""
+    from portability.results.rundir import RunDir
+
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     cmd = [sys.executable, "-m", "portability", "run", *args, "--out", str(out)]
     proc = subprocess.Popen(
@@ -85,7 +86,7 @@ def run_cut_short(args: list[str], out: Path, op_rows: int, env: dict[str, str] 
     )
     deadline = time.time() + 120
     try:
-        while time.time() < deadline and proc.poll() is None and _op_rows(out / "results.jsonl") < op_rows:
+        while time.time() < deadline and proc.poll() is None and _op_rows(RunDir(out).results) < op_rows:
             time.sleep(0.1)
     finally:
         if proc.poll() is None:
@@ -107,15 +108,15 @@ def write_run_dir(
 ) -> Path:
     """A run directory as `portability run` leaves it: results.jsonl, plan.json (when `planned`),
     coverage.json (when given)."""
+    from portability.results.rundir import RunDir
     from portability.results.store import ResultWriter
 
-    writer = ResultWriter(out / "results.jsonl")
+    run_dir = RunDir(out)
+    writer = ResultWriter(run_dir.results)
     for row in rows:
         writer.append(row)
     if planned is not None:
-        (out / "plan.json").write_text(
-            json.dumps({"cells": [], "cases": planned, "timeout_s": 300, "workers": 1})
-        )
+        run_dir.write_json(run_dir.plan, {"cells": [], "cases": planned, "timeout_s": 300, "workers": 1})
     if coverage is not None:
-        (out / "coverage.json").write_text(json.dumps(coverage))
+        run_dir.write_json(run_dir.coverage, coverage)
     return out
