@@ -14,6 +14,7 @@ import torch
 from portability.backends.base import BackendAdapter
 from portability.catalog import load_catalog
 from portability.matrix.config import Tolerance
+from portability.perf import measure as perf
 from portability.run.judge import Check, check_output, flatten
 from portability.run.poison import perturbed_malloc, poison_allocator
 from portability.spec import DTYPES, CaseUnavailable, OpSpec, TargetDevice, case_seed, make_inputs
@@ -40,6 +41,9 @@ class CaseRequest:
     budget_s: float
     #: bytes of the case's inputs at its dtype: the cost estimate that orders cases across workers
     input_bytes: int = 0
+    #: perf.cache (auto | cold | warm) and how many times the timing runs (--repeat, for its noise)
+    cache: str = "auto"
+    repeat: int = 1
 
     def identity(self) -> dict[str, Any]:
         """The fields that name this case in a result row."""
@@ -293,37 +297,19 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
             row.update(max_abs_err=check.max_abs, max_rel_err=check.max_rel)
             if not check.ok:
                 row.update(status="fail", reason=check.detail)
-            timing = adapter.time(
-                _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf),
-                req.warmup,
-                req.repetitions,
-                req.budget_s,
+            # the timing stage (portability/perf/measure.py): both modes, cache state, --repeat
+            work = perf.work_of(spec, case, req.dtype, out)
+            settings = perf.settings_for(req, work)
+            mine = perf.measure_call(
+                adapter, _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf), settings
             )
-        row.update(
-            latency_ms=timing.median_ms,
-            latency_p10_ms=timing.p10_ms,
-            latency_p90_ms=timing.p90_ms,
-            reps=timing.reps,
-            compile_s=max(0.0, first_call_s - timing.median_ms / 1e3),
-        )
+        base = None
         if baseline is not None:
             with baseline.route(spec) as base_impl:
-                base = baseline.time(
-                    _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf),
-                    req.warmup,
-                    req.repetitions,
-                    req.budget_s,
-                )
-            row["baseline_ms"] = base.median_ms
-        else:
-            row["baseline_ms"] = timing.median_ms
-        if timing.median_ms > 0:
-            row["speedup"] = row["baseline_ms"] / timing.median_ms
-            seconds = timing.median_ms / 1e3
-            if spec.bytes is not None:
-                row["gbps"] = spec.bytes(case, req.dtype, out) / seconds / 1e9
-            if spec.flops is not None:
-                row["tflops"] = spec.flops(case, req.dtype, out) / seconds / 1e12
+                base_call = _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf)
+                base = perf.measure_call(baseline, base_call, settings)
+        row.update(perf.row_fields(mine, base, work, settings, req.dtype))
+        row["compile_s"] = max(0.0, first_call_s - mine.latency.median_ms / 1e3)
     except _SetupFailed as exc:
         row.update(status="infra", reason=str(exc))
     except _oom_types() as exc:
