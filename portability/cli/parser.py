@@ -98,6 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
         "cache needs far less than a cold one: a case still running then is reported as a timeout)",
     )
     run.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run each case's timing N times and report its coefficient of variation (latency_cv, "
+        "device_cv), overriding perf.repeat; `portability diff` takes its noise threshold from it",
+    )
+    run.add_argument(
         "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"
     )
     run.set_defaults(func=cmd_run)

@@ -25,6 +25,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.time()
     config = load_config(args.matrix)
     _override_serving(args, config)
+    if args.repeat is not None:
+        config.perf.repeat = args.repeat
     plan = build_plan(config, parse_filters(args, config))
     if args.serving_only:  # the cells still get their rows (and reasons); no operator case runs
         plan.cases, plan.refused = [], []

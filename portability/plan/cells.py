@@ -196,6 +196,8 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         repetitions=perf.repetitions,
                         budget_s=perf.budget_s,
                         input_bytes=case.input_bytes(dtype),
+                        cache=perf.cache,
+                        repeat=perf.repeat,
                     )
                     why = memory_refusal(request.input_bytes, free)
                     if why:
