@@ -21,11 +21,12 @@ from conftest import one_line_error, processes_with_env, run_cli, start_cli, wai
 from portability.results.lock import GENERATION_ENV
 
 SPECS = {"PORTABILITY_SPECS": "tests/fault_adapters/specs.py"}
-# Two fast cases on torch, then two that hang until the case timeout: a run that is reliably still
-# going when the signal lands, with rows already written. `--resume --case-timeout 1` finishes it.
-HANGING = (
+# Two fast cases on torch, then two that are held while a file exists (tests/fault_adapters/hold.py): a
+# run that is reliably still going when the signal lands, with rows already written. Without the file,
+# `--resume` finishes it at once.
+HOLDING = (
     "backends:\n  torch: {adapter: torch, devices: [cpu], dtypes: [fp32]}\n"
-    "  hang: {adapter: 'tests/fault_adapters/hang.py:HangAdapter', devices: [cpu], dtypes: [fp32]}\n"
+    "  hold: {adapter: 'tests/fault_adapters/hold.py:HoldAdapter', devices: [cpu], dtypes: [fp32]}\n"
     "operators: {include: [planted_scale]}\n"
     "perf: {warmup: 1, repetitions: 3, budget_s: 0.05, timeout_s: 600}\n"
 )
@@ -43,21 +44,24 @@ def planned(out: Path) -> set[str]:
     return {c["id"] for c in json.loads((out / "plan.json").read_text())["cases"]}
 
 
-def start_hanging_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
-    """A run that has written the torch cell's rows and is stuck in the hang cell; its generation."""
-    matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(HANGING)
+def start_held_run(tmp_path: Path) -> tuple[subprocess.Popen, Path, str]:
+    """A run that has written the torch cell's rows and is held in the hold cell; its generation."""
+    matrix, hold = tmp_path / "matrix.yaml", tmp_path / "hold"
+    matrix.write_text(HOLDING)
+    hold.touch()
     out = tmp_path / "run"
-    proc = start_cli("run", "--matrix", str(matrix), "--out", str(out), env=SPECS)
-    wait_for(lambda: any((out / "logs").glob("hang_cpu.*.inflight")), what="the hang cell's first case")
+    env = {**SPECS, "PORTABILITY_HOLD_FILE": str(hold)}
+    proc = start_cli("run", "--matrix", str(matrix), "--out", str(out), env=env)
+    wait_for(lambda: any((out / "logs").glob("hold_cpu.*.inflight")), what="the hold cell's first case")
     generation = json.loads((out / "run.lock").read_text())["generation"]
     assert processes_with_env(GENERATION_ENV, generation), "the pytest session and its worker run"
     return proc, out, generation
 
 
-def resume(out: Path) -> subprocess.CompletedProcess[str]:
-    args = ("--matrix", str(out.parent / "matrix.yaml"), "--out", str(out), "--resume", "--case-timeout", "2")
-    return run_cli("run", *args, env=SPECS)
+def resume(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (out.parent / "hold").unlink(missing_ok=True)
+    matrix = str(out.parent / "matrix.yaml")
+    return run_cli("run", "--matrix", matrix, "--out", str(out), "--resume", *args, env=SPECS)
 
 
 def assert_resumed_whole(out: Path, before: list[dict]) -> None:
@@ -66,12 +70,11 @@ def assert_resumed_whole(out: Path, before: list[dict]) -> None:
     ids = op_ids(out)
     assert len(ids) == len(set(ids)), "no case recorded twice"
     assert set(ids) == planned(out), "no case lost"
-    statuses = {r["op"] + r["cell"]: r["status"] for r in after if r["kind"] == "op"}
-    assert set(statuses.values()) == {"pass", "timeout"}
+    assert {r["status"] for r in after if r["kind"] == "op"} == {"pass"}
 
 
 def test_sigterm_stops_every_process_keeps_rows_says_interrupted_and_resume_completes(tmp_path):
-    proc, out, generation = start_hanging_run(tmp_path)
+    proc, out, generation = start_held_run(tmp_path)
 
     second = run_cli("run", "--matrix", str(tmp_path / "matrix.yaml"), "--out", str(out), env=SPECS)
     assert second.returncode == 2
@@ -94,17 +97,40 @@ def test_sigterm_stops_every_process_keeps_rows_says_interrupted_and_resume_comp
     assert_resumed_whole(out, before)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["kill-9-parent", "sighup"])
-def test_the_death_of_the_parent_ends_its_workers_and_resume_loses_and_duplicates_nothing(tmp_path, sig):
-    proc, out, generation = start_hanging_run(tmp_path)
-    os.kill(proc.pid, sig)  # the parent alone: its pytest session and worker are in their own group
+def test_kill_9_of_the_parent_ends_its_workers_and_resume_of_another_plan_is_refused(tmp_path):
+    proc, out, generation = start_held_run(tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent alone: no handler runs, the kernel ends its children
     proc.communicate(timeout=60)
-    assert proc.returncode == (-sig if sig == signal.SIGKILL else 128 + sig)
     wait_for(lambda: not processes_with_env(GENERATION_ENV, generation), 10, "every worker to end")
     before = rows_of(out)
+
+    other = resume(out, "--ops", "planted_many")  # another plan's rows would mix with this one's
+    assert other.returncode == 2
+    assert "plans other cases than the run in" in one_line_error(other.stderr)
     resumed = resume(out)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_resumed_whole(out, before)
+
+
+def test_sighup_ends_the_run_and_resume_skips_bad_rows_with_their_line(tmp_path):
+    proc, out, generation = start_held_run(tmp_path)
+    os.kill(proc.pid, signal.SIGHUP)  # the terminal went away
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGHUP and "Traceback" not in stderr
+    wait_for(lambda: not processes_with_env(GENERATION_ENV, generation), 10, "every worker to end")
+    assert json.loads((out / "run.json").read_text())["signal"] == "SIGHUP"
+    before = rows_of(out)
+    with (out / "results.jsonl").open("ab") as fh:
+        fh.write(b'[{"id": "x"}]\n\xff\xfe not a row\n')
+
+    resumed = resume(out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = out / "results.jsonl"
+    said = f"skipped 2 bad row(s) of {results}: {results}:{len(before) + 1}: a JSON list, expected an object"
+    assert said in resumed.stderr
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_bytes().splitlines() if x.startswith(b"{")]
+    ids = [r["id"] for r in rows if r["kind"] == "op"]
+    assert sorted(ids) == sorted(planned(out)) and rows[: len(before)] == before
 
 
 @pytest.fixture
@@ -236,45 +262,75 @@ def bad_rows(seed: int = 20) -> list[bytes]:
     return [k + b"\n" for k in kinds]
 
 
-def test_bad_rows_are_skipped_with_file_line_and_counted_once_by_every_command(tmp_path):
-    good = make_run(tmp_path / "a")
-    bad = bad_rows()
-    mixed = [good[0], *bad[: len(bad) // 2], *good[1:], *bad[len(bad) // 2 :]]
-    (tmp_path / "a" / "results.jsonl").write_bytes(b"".join(mixed))
-    make_run(tmp_path / "b")
-    probes = {
-        "scorecard": ("scorecard", str(tmp_path / "a")),
-        "diff": ("diff", str(tmp_path / "b"), str(tmp_path / "a")),
-        "merge": ("merge", "--out", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b")),
-    }
-    for name, args in probes.items():
-        proc = run_cli(*args)
-        assert proc.returncode == 0, (name, proc.stderr[-3000:])
-        line = one_line_error(proc.stderr)
-        assert f"skipped {len(bad)} bad row(s) of {tmp_path / 'a' / 'results.jsonl'}: " in line, name
-        assert f"results.jsonl:{2}: not valid UTF-8" in line
-    summary = json.loads((tmp_path / "a" / "scorecard.json").read_text())
-    assert summary["cells"][0]["counts"] == {"pass": 3}, "the valid rows all count, and only they"
+def test_fuzz_bad_rows_are_skipped_with_file_line_and_counted_once_by_every_command(tmp_path):
+    probes = corruptions = 0
+    for round_ in range(ROUNDS):
+        base = tmp_path / f"r{round_}"
+        good = make_run(base / "a")
+        bad = bad_rows(seed=20 + round_)
+        corruptions += len(bad)
+        mixed = [good[0], *bad[: len(bad) // 2], *good[1:], *bad[len(bad) // 2 :]]
+        (base / "a" / "results.jsonl").write_bytes(b"".join(mixed))
+        make_run(base / "b")
+        commands = {
+            "scorecard": ("scorecard", str(base / "a")),
+            "diff": ("diff", str(base / "b"), str(base / "a")),
+            "merge": ("merge", "--out", str(base / "m"), str(base / "a"), str(base / "b")),
+        }
+        for name, args in commands.items():
+            proc = run_cli(*args)
+            probes += 1
+            assert proc.returncode == 0, (name, proc.stderr[-3000:])
+            line = one_line_error(proc.stderr)
+            assert f"skipped {len(bad)} bad row(s) of {base / 'a' / 'results.jsonl'}: " in line, name
+            assert "results.jsonl:2: not valid UTF-8" in line
+        summary = json.loads((base / "a" / "scorecard.json").read_text())
+        assert summary["cells"][0]["counts"] == {"pass": 3}, "the valid rows all count, and only they"
+        merged = [json.loads(x) for x in (base / "m" / "results.jsonl").read_text().splitlines()]
+        assert len(merged) == 4, "merge keeps each valid row once and no bad one"
+    print(f"results.jsonl: {corruptions} bad rows in {probes} probes, 0 tracebacks")
 
 
-@pytest.mark.parametrize(
-    "name, content",
-    [
-        ("plan.json", b"\xff{}"),
-        ("plan.json", b'{"cases": [1, 2'),
-        ("plan.json", b"[]"),
-        ("plan.json", b'{"cases": "x\x00"}'),
-        ("run.json", b""),
-        ("run.json", b"3"),
-        ("coverage.json", b'{"covered": 1'),
-    ],
-)
-def test_a_run_file_that_is_not_a_json_object_is_refused_in_one_line(tmp_path, name, content):
-    make_run(tmp_path / "a")
-    (tmp_path / "a" / name).write_bytes(content)
-    proc = run_cli("scorecard", str(tmp_path / "a"))
-    assert proc.returncode == 2
-    assert one_line_error(proc.stderr).startswith(f"portability: {tmp_path / 'a' / name}:")
+# Generated corruptions of each JSON file a scorecard reads. More rounds (each with new seeds) for a
+# longer campaign: PORTABILITY_FUZZ_ROUNDS=20 pytest tests/test_robustness.py -k fuzz
+ROUNDS = int(os.environ.get("PORTABILITY_FUZZ_ROUNDS", "1"))
+
+
+def damaged_documents(text: bytes, rng: random.Random) -> list[bytes]:
+    """Whole-file damage: cut short, bytes flipped, another JSON type, bad UTF-8, a NUL, empty."""
+    flipped = bytearray(text)
+    for _ in range(rng.randint(1, 6)):
+        flipped[rng.randrange(len(flipped))] = rng.choice(b'{}[]":,\x00\xff\\ 0a')
+    return [
+        text[: rng.randrange(1, len(text))],
+        bytes(flipped),
+        rng.choice([b"[]", b"3", b"null", b'"text"', b"true"]),
+        text.replace(b"{", b"\xc3{", 1),
+        text.replace(b'"', b'"\x00', 1),
+        b"",
+    ]
+
+
+@pytest.mark.parametrize("name", ["plan.json", "run.json", "coverage.json"])
+def test_fuzz_run_files_end_in_a_scorecard_or_one_line_never_a_traceback(tmp_path, name):
+    probes = 0
+    for round_ in range(ROUNDS):
+        rng = random.Random(f"{name}:{round_}")
+        run = tmp_path / f"r{round_}"
+        make_run(run)
+        (run / "coverage.json").write_text(json.dumps({"covered": 1, "registered": 2, "uncovered": ["a"]}))
+        pristine = (run / name).read_bytes()
+        documents = damaged_documents(pristine, rng)
+        for damaged in documents if ROUNDS > 1 else rng.sample(documents, 2):
+            (run / name).write_bytes(damaged)
+            proc = run_cli("scorecard", str(run))
+            probes += 1
+            assert "Traceback" not in proc.stderr, (damaged, proc.stderr[-3000:])
+            if proc.returncode == 2:
+                assert one_line_error(proc.stderr).startswith(f"portability: {run / name}:")
+            else:
+                assert proc.returncode == 0 and (run / "scorecard.md").exists(), damaged
+    print(f"{name}: {probes} probes, 0 tracebacks")
 
 
 def test_plan_entries_that_are_not_cases_are_skipped_and_rows_of_another_plan_refused(tmp_path):
@@ -307,31 +363,3 @@ def test_merge_names_shards_whose_versions_differ_and_diff_needs_something_to_co
         proc = run_cli("diff", *map(str, args), "--fail-on-regression")
         assert proc.returncode == 2
         assert "no operator results to compare" in one_line_error(proc.stderr)
-
-
-def test_resume_refuses_another_plan_and_skips_bad_rows(tmp_path):
-    matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(
-        "backends:\n  torch: {adapter: torch, devices: [cpu], dtypes: [fp32]}\n"
-        "operators: {include: [planted_scale]}\n"
-        "perf: {warmup: 1, repetitions: 3, budget_s: 0.02, timeout_s: 60}\n"
-    )
-    out = tmp_path / "run"
-    first = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--ops", "planted_scale", env=SPECS)
-    assert first.returncode == 0, first.stderr[-3000:]
-    rows = (out / "results.jsonl").read_bytes().splitlines(keepends=True)
-    damaged = [rows[0], b"[1, 2]\n", *rows[1:-1], b"\xff\xff\n"]  # the last case's row is lost
-    (out / "results.jsonl").write_bytes(b"".join(damaged))
-
-    other = run_cli(
-        "run", "--matrix", str(matrix), "--out", str(out), "--resume", "--ops", "planted_many", env=SPECS
-    )
-    assert other.returncode == 2
-    assert "plans other cases than the run in" in one_line_error(other.stderr)
-
-    again = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--resume", env=SPECS)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert "skipped 2 bad row(s)" in again.stderr and "Traceback" not in again.stderr
-    good = [json.loads(x) for x in (out / "results.jsonl").read_bytes().splitlines() if x.startswith(b"{")]
-    ids = [r["id"] for r in good if r["kind"] == "op"]
-    assert sorted(ids) == sorted(planned(out)), "the lost case ran again, once"
