@@ -120,3 +120,53 @@ def write_run_dir(
     if coverage is not None:
         run_dir.write_json(run_dir.coverage, coverage)
     return out
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """The real command line, started in the background in its own session (signals reach it alone)."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "portability", *args],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_for(condition, timeout: float = 120, what: str = "condition") -> None:
+    """Poll `condition()` every 0.1 s until it is true; fail the test after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """Live processes whose environment holds key=value (Linux /proc; zombies are not live)."""
+    needle = f"{key}={value}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+def one_line_error(stderr: str) -> str:
+    """The single `portability: ...` error line of a failed command; fails on a traceback or noise."""
+    assert "Traceback" not in stderr and "INTERNALERROR" not in stderr, stderr[-3000:]
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("portability: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]

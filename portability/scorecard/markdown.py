@@ -161,6 +161,8 @@ def verdict_line(data: dict[str, Any]) -> str:
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
             "`portability run --resume` finishes it)."
         )
+    if data.get("interrupted"):  # run.json says a signal stopped the run: never read as a finished run
+        verdict += f" **The run was interrupted ({md_text(data['interrupted'], 20)}).**"
     return verdict
 
 
