@@ -170,3 +170,32 @@ def one_line_error(stderr: str) -> str:
     errors = [ln for ln in stderr.splitlines() if ln.startswith("portability: ")]
     assert len(errors) == 1, stderr[-3000:]
     return errors[0]
+
+
+def serving_process_pids(cache: Path) -> set[int]:
+    """Serving processes (workers, vLLM engine cores, OpenAI servers) started by one test: the ones whose
+    environment carries that test's PORTABILITY_CACHE (tests run side by side under pytest-xdist)."""
+    mine = f"PORTABILITY_CACHE={cache}".encode()
+    pids = set()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes()
+                environ = (proc / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            serving = b"EngineCore" in cmd or b"portability.serving.worker" in cmd or b"api_server" in cmd
+            if serving and mine in environ:
+                pids.add(int(proc.name))
+    return pids
+
+
+def serving_settings(block: dict):
+    """The `serving:` block checked as matrix.yaml's is, for tests that build settings directly (a
+    mistake in the block fails the test with its path and message)."""
+    from portability.serving.settings import validate_serving
+
+    def error(path: tuple, what: str, expected: str):
+        raise AssertionError((path, what, expected))
+
+    return validate_serving(block, error)

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "overriding serving.flaggems_exclude",
     )
     run.add_argument(
+        "--allow-mismatched-pair",
+        action="store_true",
+        help="serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares "
+        "(the row says so), overriding serving.allow_mismatched_pair",
+    )
+    run.add_argument(
         "--workers",
         type=_positive_int,
         default=None,

@@ -130,8 +130,9 @@ def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
 
 
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
-    """--engines / --model / --cuda-graphs / --flaggems-exclude / --serving-only change the matrix's
-    serving block, checked like the block itself (one line naming the flag and what is allowed, exit 2)."""
+    """--engines / --model / --cuda-graphs / --flaggems-exclude / --allow-mismatched-pair / --serving-only
+    change the matrix's serving block, checked like the block itself (one line naming the flag and what
+    is allowed, exit 2)."""
     if args.no_serving and args.serving_only:
         raise UsageError("--no-serving and --serving-only exclude each other, expected at most one")
     wanted = {
@@ -139,6 +140,7 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
         "model": args.model,
         "cuda_graphs": None if args.cuda_graphs is None else args.cuda_graphs == "on",
         "flaggems_exclude": list(split_csv(args.flaggems_exclude)) or None,
+        "allow_mismatched_pair": True if args.allow_mismatched_pair else None,
     }
     wanted = {k: v for k, v in wanted.items() if v is not None}
     if not wanted:
@@ -157,6 +159,7 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
             "model": "--model",
             "cuda_graphs": "--cuda-graphs",
             "flaggems_exclude": "--flaggems-exclude",
+            "allow_mismatched_pair": "--allow-mismatched-pair",
         }.get(str(path[0]) if path else "", "serving")
         raise UsageError(f"{flag}: {what}, expected {expected}")
 
