@@ -130,6 +130,13 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
         "warmup is -1, expected a finite number >= 0",
     ),
     ("unknown perf key", GOOD_BACKEND + "perf:\n  repeats: 5\n", 4, "unknown key 'repeats' in perf"),
+    (
+        "perf cache unknown",
+        GOOD_BACKEND + "perf:\n  cache: lukewarm\n",
+        4,
+        "cache is 'lukewarm', expected one of auto, cold, warm",
+    ),
+    ("perf repeat zero", GOOD_BACKEND + "perf:\n  repeat: 0\n", 4, "repeat is 0, expected a finite number"),
     ("workers a word", GOOD_BACKEND + "perf:\n  workers: many\n", 4, "workers is the string 'many'"),
     ("dtype a number", "backends:\n  torch:\n    dtypes: [16]\n", 3, "dtype 16 is the integer 16"),
     (

@@ -349,6 +349,23 @@ def test_diff_marks_regressions_beyond_noise_and_improvements(tmp_path, cli):
     assert cli("diff", str(base), str(base), "--fail-on-regression").returncode == 0
 
 
+def test_diff_compares_only_what_the_head_planned(tmp_path, cli):
+    """A pull request that ran only the operators it touches (operators: changed) is not charged with the
+    base's other operators; a case of those operators that the head no longer plans is a coverage drop."""
+    base_rows = read_results(H100)
+    op = next(r["op"] for r in base_rows if r["kind"] == "op" and r["status"] == "pass")
+    touched = [r for r in base_rows if r["kind"] == "op" and r["op"] == op]
+    dropped, kept = touched[0], touched[1:]
+    planned = [{k: r[k] for k in ("id", "cell", "backend", "device", "op", "case", "dtype")} for r in kept]
+    cells = [r for r in base_rows if r["kind"] == "cell"]
+    head = write_run_dir(tmp_path / "head", cells + kept, planned)
+    md = cli("diff", str(H100), str(head)).stdout
+    assert md.splitlines()[3].startswith("**1 regression(s)** · 0 improvement(s) · 0 newly covered"), md[:600]
+    regressions = md.split("### Regressions")[1]
+    assert md_text(dropped["id"], 120) in regressions and "coverage drop" in regressions
+    assert len(base_rows) - len(cells) > 10 * len(touched)  # the base's other operators: not compared
+
+
 def _pull_request_head(base_rows: list[dict], base_coverage: dict) -> dict[str, list]:
     """A head run built from a real whole-catalog run's rows: some passing cases fail (long reasons),
     some failing ones pass, some planned cases never ran, new operators pass, and FlagGems registers new

@@ -11,13 +11,14 @@ head no longer plans at all is a coverage drop."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from portability.plan.case_id import CaseId
 from portability.registry import baseline_name
 from portability.results.rundir import RunDir
 from portability.results.status import FAILING
@@ -54,35 +55,33 @@ class Run:
 
     @classmethod
     def read(cls, path: Path) -> Run:
-        run_dir = RunDir.of(path) if path.is_dir() or path.suffix == ".jsonl" else RunDir(path.parent)
+        run_dir = RunDir.of(path)
         rows = latest_by_id(read_results(path))
-        plan = _json(run_dir.plan) if path.is_dir() or path.name == "results.jsonl" else None
+        own = path.is_dir() or path == run_dir.results  # a loose results file has no plan beside it
+        plan = run_dir.read_json(run_dir.plan) if own else None
         planned = {c["id"]: c for c in plan["cases"]} if plan else None
-        cells = {c["backend"] + "@" + c["device"] for c in plan["cells"]} if plan else None
-        return cls(rows, planned, cells, _json(run_dir.coverage))
-
-
-def _json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.exists() else None
+        cells = {f"{c['backend']}@{c['device']}" for c in plan["cells"]} if plan else None
+        return cls(rows, planned, cells, run_dir.read_json(run_dir.coverage) if own else None)
 
 
 @dataclass
 class Diff:
     regressions: list[Change] = field(default_factory=list)
     improvements: list[Change] = field(default_factory=list)
-    not_run: list[str] = field(
-        default_factory=list
-    )  # case ids the head planned (or the base ran) but never ran
+    # case ids the head planned, or the base ran in a cell with no shard, that never ran
+    not_run: list[str] = field(default_factory=list)
     cells_not_run: list[str] = field(default_factory=list)  # head cells with no shard: not run at all
-    newly_covered: list[str] = field(
-        default_factory=list
-    )  # operators passing in the head, absent in the base
+    # operators with a passing case in the head and none in the base
+    newly_covered: list[str] = field(default_factory=list)
     unexercised: list[str] = field(default_factory=list)  # overloads the head registers and no case reaches
     unexercised_is_new: bool = True  # False: no base coverage to tell which of them the pull request adds
 
 
 def _noise(row: dict[str, Any]) -> float:
-    """Relative spread of one timing: (p90 - p10) / median."""
+    """Relative spread of one timing: (p90 - p10) / median, or, for a run with --repeat, its measured
+    coefficient of variation (perf: 2 × 1.5·cv ≈ two standard deviations of a ratio of two timings)."""
+    if row.get("latency_cv") is not None:  # perf (issue #17): the repeat-measured noise wins
+        return 1.5 * float(row["latency_cv"])
     med, p10, p90 = row.get("latency_ms"), row.get("latency_p10_ms"), row.get("latency_p90_ms")
     if not med or p10 is None or p90 is None:
         return 0.0
@@ -154,7 +153,7 @@ def _passing_ops(run: Run) -> set[str]:
     return {r["op"] for r in run.rows.values() if r.get("kind") == "op" and r["status"] == "pass"}
 
 
-def _scope(new: Run):
+def _scope(new: Run) -> Callable[[dict[str, Any]], bool]:
     """Whether a base case is within what the head set out to run (its plan's operators and cells)."""
     if new.planned is None:
         return lambda row: True
@@ -265,14 +264,14 @@ def _scorecard(diff: Diff, new: Run, room: int) -> str:
 
 
 def _op_of(case_id: str) -> str:
-    return case_id.split("::")[1] if case_id.count("::") >= 2 else ""
+    return CaseId.parse(case_id).op
 
 
 def _not_run_lines(diff: Diff) -> list[str]:
     """Whole cells first, then the number of unrun cases per cell (`portability diff` has their ids)."""
     per_cell: dict[str, int] = {}
     for case_id in diff.not_run:
-        cell = case_id.split("::", 1)[0]
+        cell = CaseId.parse(case_id).cell
         per_cell[cell] = per_cell.get(cell, 0) + 1
     whole = [f"{cell}: no shard arrived, the whole cell is not run" for cell in diff.cells_not_run]
     return whole + [f"{cell}: {n} planned case(s) not run" for cell, n in sorted(per_cell.items())]

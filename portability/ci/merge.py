@@ -6,7 +6,6 @@ silently absent."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 import time
@@ -51,30 +50,30 @@ def merge(shards: list[Path], out: Path, expected_cells: list[str] | None = None
         if not any(r.get("cell") == cell for r in chosen.values()):
             report.missing_cells.append(cell)
             chosen[f"cell:{cell}"] = _not_run_cell_row(cell)
-    out.mkdir(parents=True, exist_ok=True)
-    RunDir(out).results.unlink(missing_ok=True)
-    writer = ResultWriter(RunDir(out).results)
+    merged = RunDir(out)
+    merged.path.mkdir(parents=True, exist_ok=True)
+    merged.results.unlink(missing_ok=True)
+    writer = ResultWriter(merged.results)
     for row in chosen.values():
         writer.append(row)
     report.rows = len(chosen)
-    _merge_plans(shards, out, report)
-    _merge_run_info(shards, out, report)
-    coverage_from = _copy_coverage(shards, out)
-    RunDir(out).merge_report.write_text(
-        json.dumps(
-            {
-                "shards": [str(s) for s in shards],
-                "rows": report.rows,
-                "duplicates": report.duplicates,
-                "conflicts": report.conflicts,
-                "missing_cells": report.missing_cells,
-                "shards_without_plan": report.without_plan,
-                "shards_without_run_info": report.without_run_info,
-                "version_mismatches": report.version_mismatches,
-                "coverage_from": coverage_from,
-            },
-            indent=1,
-        )
+    dirs = [RunDir.of(s) for s in shards]
+    _merge_plans(dirs, merged, report)
+    _merge_run_info(dirs, merged, report)
+    coverage_from = _copy_coverage(dirs, merged)
+    merged.write_json(
+        merged.merge_report,
+        {
+            "shards": [str(s) for s in shards],
+            "rows": report.rows,
+            "duplicates": report.duplicates,
+            "conflicts": report.conflicts,
+            "missing_cells": report.missing_cells,
+            "shards_without_plan": report.without_plan,
+            "shards_without_run_info": report.without_run_info,
+            "version_mismatches": report.version_mismatches,
+            "coverage_from": coverage_from,
+        },
     )
     return report
 
@@ -129,36 +128,33 @@ def _not_run_cell_row(cell: str) -> dict[str, Any]:
     }
 
 
-def _merge_plans(shards: list[Path], out: Path, report: MergeReport) -> None:
+def _merge_plans(shards: list[RunDir], out: RunDir, report: MergeReport) -> None:
     """The union of the shards' plan.json (cells and cases by id, the longest case time limit)."""
     cells: dict[str, Any] = {}
     cases: dict[str, Any] = {}
     timeout_s, workers = 0.0, None
     for shard in shards:
-        path = RunDir.of(shard).plan
-        if not path.exists():
-            report.without_plan.append(str(shard))
+        if not shard.plan.exists():
+            report.without_plan.append(str(shard.path))
             continue
-        plan = Plan.read(path)
+        plan = Plan.read(shard.plan)
         cells.update({c.id: c for c in plan.cells if c.id not in cells})
         cases.update({c.id: c for c in plan.cases if c.id not in cases})
         timeout_s, workers = max(timeout_s, plan.timeout_s), workers or plan.workers
-    RunDir(out).plan.unlink(missing_ok=True)
+    out.plan.unlink(missing_ok=True)
     if cells or cases:
-        Plan(list(cells.values()), list(cases.values()), timeout_s, workers or "auto").write(RunDir(out).plan)
+        Plan(list(cells.values()), list(cases.values()), timeout_s, workers or "auto").write(out.plan)
 
 
-def _merge_run_info(shards: list[Path], out: Path, report: MergeReport) -> None:
+def _merge_run_info(shards: list[RunDir], out: RunDir, report: MergeReport) -> None:
     """run.json of the merged directory: each shard's own (or that it has none: cut short), with the
     head fields a scorecard shows (hosts, platforms, the longest wall time: shards run side by side)."""
     infos: list[dict[str, Any]] = []
     for shard in shards:
-        path = RunDir.of(shard).run_info
-        if path.exists():
-            infos.append({"shard": str(shard), **json.loads(path.read_text())})
-        else:
-            report.without_run_info.append(str(shard))
-            infos.append({"shard": str(shard), "cut_short": True})
+        info = shard.read_json(shard.run_info)
+        if info is None:
+            report.without_run_info.append(str(shard.path))
+        infos.append({"shard": str(shard.path), **(info or {"cut_short": True})})
     ran = [i for i in infos if not i.get("cut_short")]
     merged = {
         "command": "portability " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "portability merge",
@@ -169,15 +165,15 @@ def _merge_run_info(shards: list[Path], out: Path, report: MergeReport) -> None:
         "finished": max((i["finished"] for i in ran if i.get("finished")), default=None),
         "shards": infos,
     }
-    RunDir(out).run_info.write_text(json.dumps(merged, indent=1))
+    out.write_json(out.run_info, merged)
 
 
-def _copy_coverage(shards: list[Path], out: Path) -> str | None:
+def _copy_coverage(shards: list[RunDir], out: RunDir) -> str | None:
     """The first shard's coverage.json (FlagGems' registry and what the catalog exercises of it)."""
-    RunDir(out).coverage.unlink(missing_ok=True)
+    out.coverage.unlink(missing_ok=True)
     for shard in shards:
-        path = RunDir.of(shard).coverage
-        if path.exists():
-            RunDir(out).coverage.write_text(path.read_text())
-            return str(shard)
+        coverage = shard.read_json(shard.coverage)
+        if coverage is not None:
+            out.write_json(out.coverage, coverage)
+            return str(shard.path)
     return None

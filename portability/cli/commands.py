@@ -226,6 +226,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for shard in shards:
         if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
+    from portability.results.store import read_results, version_differences
+
+    for line in version_differences({str(s): read_results(s) for s in shards}):
+        sys.stderr.write(f"portability: merge: {line}\n")  # one cell, two builds: said, not hidden
     out = Path(args.out)
     report = merge(shards, out, expected)
     write_scorecard(out)
@@ -258,10 +262,13 @@ def _report_merge(report: MergeReport, n_shards: int, out: Path) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from portability.ci.diff import diff_runs
+    from portability.results.store import read_results
 
     for path in (args.base, args.new):
         if not Path(path).exists():
             raise UsageError(f"{path}: no such run directory or results file")
+        if not any(r["kind"] == "op" for r in read_results(Path(path))):
+            raise UsageError(f"{path}: no operator results to compare, expected a run with operator rows")
     result, markdown = diff_runs(Path(args.base), Path(args.new))
     if args.out:
         Path(args.out).write_text(markdown)

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from portability.devices import DEVICE_TYPES
 from portability.flaggems.source import SOURCE_FORMS, source_problem
 from portability.matrix.yaml_lines import ConfigError, Path_, Validator, kind_of, read_yaml
+from portability.perf.cache import CACHE_SETTINGS
 from portability.registry import BUILTIN_ADAPTERS
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
@@ -61,6 +62,8 @@ class PerfSettings:
     budget_s: float = 2.0  # CPU: stop timing one case after this long (at least 3 repetitions)
     timeout_s: float = 300.0  # one case, compile/autotune included
     workers: int | str = "auto"  # pytest-xdist workers per cell; auto: one per device (1 on cpu)
+    cache: str = "auto"  # cold | warm | auto (cold for memory-bound cases): see portability/perf/cache.py
+    repeat: int = 1  # run each case's timing this many times and report its coefficient of variation
 
 
 @dataclass
@@ -254,7 +257,8 @@ def _tolerances(
 
 
 def _perf(v: Validator, value: Any) -> PerfSettings:
-    block = v.mapping(value or {}, ("perf",), ("warmup", "repetitions", "budget_s", "timeout_s", "workers"))
+    keys = ("warmup", "repetitions", "budget_s", "timeout_s", "workers", "cache", "repeat")
+    block = v.mapping(value or {}, ("perf",), keys)
     p = PerfSettings()
     if "warmup" in block:
         p.warmup = int(v.number(block["warmup"], ("perf", "warmup"), integer=True))
@@ -268,4 +272,10 @@ def _perf(v: Validator, value: Any) -> PerfSettings:
         w = block["workers"]
         if w != "auto":
             p.workers = int(v.number(w, ("perf", "workers"), minimum=1, integer=True))
+    if "cache" in block:
+        if block["cache"] not in CACHE_SETTINGS:
+            v.error(("perf", "cache"), f"cache is {block['cache']!r}", f"one of {', '.join(CACHE_SETTINGS)}")
+        p.cache = block["cache"]
+    if "repeat" in block:
+        p.repeat = int(v.number(block["repeat"], ("perf", "repeat"), minimum=1, integer=True))
     return p

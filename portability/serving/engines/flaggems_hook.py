@@ -34,11 +34,13 @@ from pathlib import Path
 PLUGIN_NAME = "portability_flaggems"
 DIST = "portability_serving_flaggems_hook-0.0.0"
 _done = False
+_enabled: set[str] | None = None  # FlagGems function names switched on here; None: all but excluded
+_excluded: set[str] = set()
 
 
 def enable_from_env() -> list[str] | None:
     """Enable FlagGems as the environment asks; returns the enabled op names (None if not asked)."""
-    global _done
+    global _done, _enabled, _excluded
     if os.environ.get("PORTABILITY_FLAGGEMS") != "1" or _done:
         return None
     os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")  # as backends/flaggems.py: tuning survives restarts
@@ -58,11 +60,13 @@ def enable_from_env() -> list[str] | None:
         features.require("only_enable")  # raises FlagGemsUnavailable: "flag_gems X has no only_enable(...)"
         ops = [op for op in include.split(",") if op]
         flag_gems.only_enable(include=ops, **record)
+        _enabled = set(ops)
     else:
         if unused:
             features.require("enable_unused")
         flag_gems.enable(unused=unused or None, **record)  # None: FlagGems' own default
         ops = ["*"]
+        _excluded = set(unused)
     _done = True
     marker = os.environ.get("PORTABILITY_FLAGGEMS_MARKER")
     if marker:
@@ -139,6 +143,24 @@ def all_ops(dispatched: list[str] | None = None, called: list[str] | None = None
         if wanted is None or entry[0].split(".")[0] in wanted
     ]
     return list(dict.fromkeys(names))
+
+
+def enabled_by_aten() -> dict[str, list[str]]:
+    """{aten operator: `module.function` of each FlagGems function switched on for it in this process}
+    (operator names as torch.profiler shows them without `aten::`: FlagGems' `mm.out` counts for `mm`)."""
+    import flag_gems
+
+    found: dict[str, list[str]] = {}
+    for entry in flag_gems._FULL_CONFIG:
+        fn = entry[1]
+        name = getattr(fn, "__name__", "")
+        if name in _excluded or (_enabled is not None and name not in _enabled):
+            continue
+        qualified = f"{getattr(fn, '__module__', '')}.{name}"
+        names = found.setdefault(entry[0].split(".")[0], [])
+        if qualified not in names:
+            names.append(qualified)
+    return found
 
 
 def plugin_path(cache: Path) -> Path:
