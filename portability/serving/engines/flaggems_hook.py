@@ -5,7 +5,7 @@ the process that creates the engine is not enough. vLLM loads "general plugins" 
 `vllm.general_plugins`) in every one of its processes, before the model runs; `plugin_path()` writes a
 tiny distribution (a `.dist-info` with one entry point, no code) whose directory goes on PYTHONPATH of
 the run, and vLLM then calls `vllm_general_plugin()` below in each process. Only runs that ask for
-FlagGems (`PORTABILITY_FLAGGEMS=1`) get the directory and `VLLM_PLUGINS` naming the plugin.
+FlagGems (`PORTABILITY_FLAGGEMS_ON=1`) get the directory and `VLLM_PLUGINS` naming the plugin.
 
 `PORTABILITY_FLAGGEMS_INCLUDE=fn1,fn2` limits FlagGems to those functions (`flag_gems.only_enable`),
 which is how the bisection switches subsets on; `PORTABILITY_FLAGGEMS_EXCLUDE=fn1,fn2` switches on all
@@ -41,7 +41,7 @@ _excluded: set[str] = set()
 def enable_from_env() -> list[str] | None:
     """Enable FlagGems as the environment asks; returns the enabled op names (None if not asked)."""
     global _done, _enabled, _excluded
-    if os.environ.get("PORTABILITY_FLAGGEMS") != "1" or _done:
+    if os.environ.get("PORTABILITY_FLAGGEMS_ON") != "1" or _done:
         return None
     os.environ.setdefault("TRITON_CACHE_AUTOTUNING", "1")  # as backends/flaggems.py: tuning survives restarts
     import flag_gems
