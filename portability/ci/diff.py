@@ -78,7 +78,10 @@ class Diff:
 
 
 def _noise(row: dict[str, Any]) -> float:
-    """Relative spread of one timing: (p90 - p10) / median."""
+    """Relative spread of one timing: (p90 - p10) / median, or, for a run with --repeat, its measured
+    coefficient of variation (perf: 2 × 1.5·cv ≈ two standard deviations of a ratio of two timings)."""
+    if row.get("latency_cv") is not None:  # perf (issue #17): the repeat-measured noise wins
+        return 1.5 * float(row["latency_cv"])
     med, p10, p90 = row.get("latency_ms"), row.get("latency_p10_ms"), row.get("latency_p90_ms")
     if not med or p10 is None or p90 is None:
         return 0.0

@@ -56,13 +56,15 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 def cmd_coverage(args: argparse.Namespace) -> int:
     import json
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.source import label
 
     if args.backend != "flaggems":
         raise UsageError(f"--backend: coverage is measured for 'flaggems', not '{args.backend}'")
     try:
         cov = measure()
-    except ModuleNotFoundError as exc:
+    except FlagGemsUnavailable as exc:
         raise UsageError(
             f"{exc}: install flag-gems (pip install --no-deps flag-gems) to measure coverage"
         ) from None
@@ -72,7 +74,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         return 0
     share = data["covered"] / data["registered"] if data["registered"] else 0
     print(
-        f"FlagGems registers {data['registered']} aten overloads; the catalog exercises {data['covered']} "
+        f"FlagGems {label(data['flag_gems'])} registers {data['registered']} aten overloads; "
+        f"the catalog exercises {data['covered']} "
         f"({share:.0%}), measured by dispatching each spec on the CPU."
     )
     where = "FlagGems' live registry" if data["registry"] == "live" else "the installed package's table"
@@ -86,6 +89,32 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     )
     if data["broken_specs"]:
         print("Specs that raised on the CPU (they cover nothing): " + ", ".join(data["broken_specs"]))
+    return 0
+
+
+def cmd_vendors(args: argparse.Namespace) -> int:
+    import json
+
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import VLLM_FL_CONFIG_DIR, markdown, read_declared_support, to_json
+
+    tree = Path(args.vllm_fl) if args.vllm_fl else None
+    if (
+        tree is not None
+        and not any((tree / VLLM_FL_CONFIG_DIR).glob("*.yaml"))
+        and not any(tree.glob("*.yaml"))
+    ):
+        raise UsageError(
+            f"--vllm-fl: {tree} has no {VLLM_FL_CONFIG_DIR}/*.yaml, expected a vllm-plugin-FL tree"
+        )
+    try:
+        support = read_declared_support(vllm_fl=tree)
+    except FlagGemsUnavailable as exc:
+        raise UsageError(f"{exc}: install flag-gems to read what its vendor backends declare") from None
+    if args.json:
+        print(json.dumps(to_json(support), indent=1))
+    else:
+        print("\n".join(["## Declared support per vendor", "", *markdown(support)]))
     return 0
 
 
@@ -197,6 +226,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for shard in shards:
         if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
+    from portability.results.store import read_results, version_differences
+
+    for line in version_differences({str(s): read_results(s) for s in shards}):
+        sys.stderr.write(f"portability: merge: {line}\n")  # one cell, two builds: said, not hidden
     out = Path(args.out)
     report = merge(shards, out, expected)
     write_scorecard(out)
@@ -229,10 +262,13 @@ def _report_merge(report: MergeReport, n_shards: int, out: Path) -> None:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from portability.ci.diff import diff_runs
+    from portability.results.store import read_results
 
     for path in (args.base, args.new):
         if not Path(path).exists():
             raise UsageError(f"{path}: no such run directory or results file")
+        if not any(r["kind"] == "op" for r in read_results(Path(path))):
+            raise UsageError(f"{path}: no operator results to compare, expected a run with operator rows")
     result, markdown = diff_runs(Path(args.base), Path(args.new))
     if args.out:
         Path(args.out).write_text(markdown)

@@ -17,6 +17,7 @@ from portability.cli.commands import (
     cmd_new_adapter,
     cmd_report,
     cmd_scorecard,
+    cmd_vendors,
 )
 from portability.cli.run import cmd_run
 
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "overriding serving.flaggems_exclude",
     )
     run.add_argument(
+        "--allow-mismatched-pair",
+        action="store_true",
+        help="serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares "
+        "(the row says so), overriding serving.allow_mismatched_pair",
+    )
+    run.add_argument(
         "--workers",
         type=_positive_int,
         default=None,
@@ -95,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds one case may take, compile and autotune included, overriding perf.timeout_s (a warm "
         "cache needs far less than a cold one: a case still running then is reported as a timeout)",
+    )
+    run.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run each case's timing N times and report its coefficient of variation (latency_cv, "
+        "device_cv), overriding perf.repeat; `portability diff` takes its noise threshold from it",
     )
     run.add_argument(
         "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"
@@ -153,4 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--backend", default="flaggems")
     cov.add_argument("--json", action="store_true", help="machine-readable output")
     cov.set_defaults(func=cmd_coverage)
+    ven = sub.add_parser(
+        "vendors", help="what each vendor backend of the installed FlagGems declares (no hardware needed)"
+    )
+    ven.add_argument("--vllm-fl", default=None, help="a vllm-plugin-FL tree: add its per-vendor blacklists")
+    ven.add_argument("--json", action="store_true", help="machine-readable output")
+    ven.set_defaults(func=cmd_vendors)
     return parser
