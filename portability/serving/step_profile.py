@@ -2,9 +2,11 @@
 
 Worker side, `profile_steps` times each step (after warm-up, without the profiler, over at least
 `MIN_TIMED_S`), then runs it `repeats` times again under `torch.profiler` with the device's activity
-(CUDA, XPU, PrivateUse1... whatever the device type has; the CPU alone on CPU) and keeps, per aten operator, its self time per step (device time on an
-accelerator, CPU time on the CPU) and its calls per step. A FlagGems function registered into aten's
-dispatch runs inside the aten operator it replaces, so its time is that operator's self time.
+(CUDA, XPU, PrivateUse1... whatever the device type has; the CPU alone on CPU) and keeps, per aten
+operator, its self time per step (device time on an accelerator, CPU time on the CPU) and its calls
+per step. The hf engine profiles in its throughput run, after the timed batch (one model load). A
+FlagGems function registered into aten's dispatch runs inside the aten operator it replaces, so its time
+is that operator's self time.
 
 Runner side, `attribute_gap` sets a flaggems cell's profile against the torch cell's (same engine, mode,
 device, tensor parallelism and settings): per phase, the step time added, and the operators that add the
