@@ -125,7 +125,8 @@ def step_gate(cell: ServingCell, state: RunState) -> None:
     say(f"{cell.name}: accuracy gate ({s.gate.prompts}x{s.gate.prompt_len} tokens, top-{cell.ctx.top_k})")
     env = cell.env()
     record = None
-    if cell.backend == "flaggems" and not s.bisect_ops:  # the bisection's universe and the profile's names
+    recordable = cell.backend == "flaggems" and not s.bisect_ops and not _flaggems_lacks("call_log")
+    if recordable:  # the bisection's universe and the profile's names
         record = _call_log_dir(cell)
         shutil.rmtree(record, ignore_errors=True)
         env = {**env, "PORTABILITY_FLAGGEMS_RECORD": str(record)}
@@ -149,6 +150,18 @@ def step_gate(cell: ServingCell, state: RunState) -> None:
 
         called = called_functions(record) if record is not None and record.is_dir() else []
         step_bisect(cell, ref, called)  # the gate failed
+
+
+def _flaggems_lacks(feature: str) -> str | None:
+    """Why the importable FlagGems cannot do `feature` (probed on its source: this process never imports
+    flag_gems), or None."""
+    from portability.flaggems.features import of_source
+    from portability.flaggems.package import FlagGemsUnavailable
+
+    try:
+        return of_source().missing(feature)
+    except FlagGemsUnavailable as exc:
+        return str(exc)
 
 
 def step_profile(cell: ServingCell, state: RunState) -> None:
@@ -226,6 +239,12 @@ def step_bisect(cell: ServingCell, ref: dict[str, Any] | None, called: list[str]
     from portability.serving.bisect import find_culprits
 
     s, engine, device, log, row = cell.ctx.s, cell.engine, cell.device, cell.log, cell.row
+    lacks = _flaggems_lacks("only_enable")
+    if lacks:  # every subset run would fail for that reason, not for a culprit
+        row["bisect"] = {"runs": 0, "complete": False, "ops": 0, "unavailable": lacks}
+        row["reason"] = f"{row['reason']}; no bisection: {lacks}"
+        say(f"{engine.name} flaggems@{device}: no bisection: {lacks}")
+        return
     ops: list[str] = []
     recorded = False
     if s.bisect_ops:

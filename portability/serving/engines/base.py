@@ -71,7 +71,7 @@ class ServingEngine:
     @staticmethod
     def flaggems_env(include: list[str] | None, exclude: list[str] | None) -> dict[str, str]:
         """The hook's switches (`flaggems_hook.enable_from_env`) for the engines that use it."""
-        env = {"PORTABILITY_FLAGGEMS": "1"}
+        env = {"PORTABILITY_FLAGGEMS_ON": "1"}  # PORTABILITY_FLAGGEMS names the FlagGems nox installs
         if include is not None:
             env["PORTABILITY_FLAGGEMS_INCLUDE"] = ",".join(include)
         elif exclude:

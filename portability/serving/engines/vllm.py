@@ -104,7 +104,7 @@ class VllmEngine(ServingEngine):
     def _check_flaggems(self, spec: dict[str, Any]) -> int:
         """How many engine processes switched FlagGems on; a flaggems run where none did is an error."""
         marker = os.environ.get("PORTABILITY_FLAGGEMS_MARKER")
-        if os.environ.get("PORTABILITY_FLAGGEMS") != "1" or not marker:
+        if os.environ.get("PORTABILITY_FLAGGEMS_ON") != "1" or not marker:
             return 0
         n = len(Path(marker).read_text().splitlines()) if Path(marker).exists() else 0
         if n == 0:
