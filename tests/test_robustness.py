@@ -13,10 +13,11 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error, processes_with_env, run_cli, start_cli, wait_for
+from conftest import ROOT, one_line_error, processes_with_env, run_cli, start_cli, wait_for
 
 from portability.results.lock import GENERATION_ENV
 
@@ -135,7 +136,7 @@ def test_sighup_ends_the_run_and_resume_skips_bad_rows_with_their_line(tmp_path)
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 64 KiB tmpfs (root and mount(8) needed: skipped otherwise); grown to 4 MiB by calling it."""
+    """A 64 KiB tmpfs (root and mount(8) needed: skipped otherwise), and a function to remount it."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if not shutil.which("mount"):
@@ -146,17 +147,17 @@ def small_disk(tmp_path):
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (root needed): {made.stderr.decode().strip()[:120]}")
 
-    def grow() -> None:
-        subprocess.run(["mount", "-o", "remount,size=4m", str(mnt)], check=True)
+    def remount(options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
 
     try:
-        yield mnt, grow
+        yield mnt, remount
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_full_disk_stops_the_run_in_one_line_keeps_every_row_and_resume_runs_the_rest(tmp_path, small_disk):
-    mnt, grow = small_disk
+    mnt, remount = small_disk
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(
         "backends:\n  torch: {adapter: torch, devices: [cpu], dtypes: [fp32]}\n"
@@ -172,7 +173,12 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_every_row_and_resume_runs_t
     assert 0 < len(ids) < 40 and len(ids) == len(set(ids))
     assert {r["status"] for r in before if r["kind"] == "op"} == {"pass"}, "no crash for lack of space"
 
-    grow()
+    remount("ro")  # a read-only target: the same one line, nothing changed
+    readonly = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--resume", env=SPECS)
+    assert readonly.returncode == 75 and "Read-only file system" in one_line_error(readonly.stderr)
+    assert rows_of(out) == before
+
+    remount("rw,size=4m")
     resumed = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--resume", env=SPECS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert rows_of(out)[: len(before)] == before
@@ -223,7 +229,7 @@ def make_run(path: Path, cases: int = 3, versions: str = "2.13.0") -> list[bytes
     return lines
 
 
-def bad_rows(seed: int = 20) -> list[bytes]:
+def bad_rows(seed: int, damaged_rows: int = 20) -> list[bytes]:
     """One of each kind of bad line, then seeded random byte damage to a valid row (every one of which
     is verified not to be a valid row by itself)."""
     valid = json.dumps(_row("v9")).encode()
@@ -248,7 +254,8 @@ def bad_rows(seed: int = 20) -> list[bytes]:
         json.dumps({**_row("v9"), "plan": "0" * 16}).encode(),  # a row of another plan
     ]
     rng = random.Random(seed)
-    while len(kinds) < 18 + seed:
+    kinds_made = len(kinds)
+    while len(kinds) < kinds_made + damaged_rows:
         damaged = bytearray(valid)
         for _ in range(rng.randint(1, 4)):
             damaged[rng.randrange(len(damaged))] = rng.choice(b'{}[]":,\x00\xff\\ 0a')
@@ -363,3 +370,53 @@ def test_merge_names_shards_whose_versions_differ_and_diff_needs_something_to_co
         proc = run_cli("diff", *map(str, args), "--fail-on-regression")
         assert proc.returncode == 2
         assert "no operator results to compare" in one_line_error(proc.stderr)
+
+
+# --- the writer itself ------------------------------------------------------------------------------
+
+
+def test_a_writer_of_an_earlier_generation_is_refused(tmp_path):
+    from portability.results.lock import RunDirBusy, RunLock
+    from portability.results.store import ResultWriter, StaleRun
+
+    first = RunLock.acquire(tmp_path)
+    with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
+        RunLock.acquire(tmp_path)
+    first.release()
+    second = RunLock.acquire(tmp_path)  # as a --resume after the first run was killed
+    results = tmp_path / "results.jsonl"
+    ResultWriter(results, generation=second.generation).append(_row("v1"))
+    with pytest.raises(StaleRun):  # an orphaned worker of the first run
+        ResultWriter(results, generation=first.generation).append(_row("v2"))
+    assert [json.loads(x)["case"] for x in results.read_text().splitlines()] == ["v1"]
+    second.release()
+
+
+WRITE_PAST_LIMIT = """
+import json, resource, signal, sys
+from portability.results.store import ResultWriter, ResultsUnwritable
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death at the file size limit
+path, limit = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+row = {"id": "big", "kind": "cell", "cell": "c", "status": "pass", "reason": "x" * 5000}
+try:
+    ResultWriter(path).append(row)
+except ResultsUnwritable as exc:
+    print(exc)
+"""
+
+
+def test_a_row_that_does_not_fit_is_not_written_at_all(tmp_path):
+    """A file size limit (RLIMIT_FSIZE) makes the write short, then fail: the partial row must go."""
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(json.dumps(_row("v1")).encode() + b"\n" + b'{"id": "torn')  # a torn last line too
+    limit = results.stat().st_size + 4096
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE_PAST_LIMIT, str(results), str(limit)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and "a result row could not be written: File too large" in proc.stdout, proc
+    assert results.read_bytes() == json.dumps(_row("v1")).encode() + b"\n", "cut back to the last whole row"

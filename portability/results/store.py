@@ -91,6 +91,8 @@ def cut_torn_tail(fd: int) -> int:
     """Cut the file back to its last complete line (a writer killed mid-row leaves a line without its
     newline; appending after it would glue the next row onto it). Returns the new size."""
     size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size  # the usual case: one byte read
     end = size
     while end > 0:
         start = max(0, end - 65536)

@@ -365,6 +365,8 @@ class _Progress:
         except ResultsUnwritable as exc:
             self.stop_unwritten(str(exc))
             return None
+        except StaleRun:  # this session was orphaned by an earlier run of the directory: end quietly
+            os._exit(1)
         return row
 
     def stop_unwritten(self, why: str) -> None:
