@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from portability.results.lock import GENERATION_ENV, locked, read_lock
+from portability.results.lock import locked, read_lock
 from portability.results.rundir import RunDir
 from portability.results.status import STATUSES
 
@@ -43,7 +43,7 @@ class ResultWriter:
 
     def __init__(self, path: Path, generation: str | None = None, plan: str | None = None) -> None:
         self.path = Path(path)
-        self.generation = generation if generation is not None else os.environ.get(GENERATION_ENV)
+        self.generation = generation
         self.plan = plan
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
