@@ -8,13 +8,16 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from portability.cli.common import UsageError, load_config, parse_filters, split_csv
 from portability.matrix.config import MatrixConfig
 from portability.results.lock import RunDirBusy, RunLock
 from portability.results.rundir import RunDir
 from portability.results.store import ResultWriter
+
+if TYPE_CHECKING:
+    from portability.plan.cells import Cell
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -24,6 +27,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     started = time.time()
     config = load_config(args.matrix)
     _override_serving(args, config)
+    if args.repeat is not None:
+        config.perf.repeat = args.repeat
     plan = build_plan(config, parse_filters(args, config))
     if args.serving_only:  # the cells still get their rows (and reasons); no operator case runs
         plan.cases, plan.refused = [], []
@@ -63,6 +68,7 @@ def _run_locked(
         try:
             if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
                 _write_coverage(out)  # first: a run cut short still says what the catalog covers
+            _write_declared_support(out, [c for c in plan.cells if c.adapter == "flaggems"])
             fingerprint = run_plan(plan, out, lock, resume=args.resume)
             if config.serving and not args.no_serving:
                 stopped = _serve(config, plan, out, lock, fingerprint)
@@ -98,17 +104,35 @@ def _serve(config: MatrixConfig, plan: Any, out: Path, lock: RunLock, fingerprin
 def _write_coverage(out: Path) -> None:
     """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
 
     try:
         RunDir(out).write_json(RunDir(out).coverage, to_json(measure()))
-    except ModuleNotFoundError:
+    except FlagGemsUnavailable:
         pass  # flag_gems not installed: its cells already say so
 
 
+def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
+    """declared-support.json: what each vendor backend of the installed FlagGems declares (any host), with
+    the vllm-plugin-FL tree a flaggems backend's `options.vllm_fl` names."""
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import read_declared_support, to_json
+
+    if not flaggems_cells:
+        return
+    tree = next((c.options["vllm_fl"] for c in flaggems_cells if c.options.get("vllm_fl")), None)
+    try:
+        support = read_declared_support(vllm_fl=Path(tree) if tree else None)
+    except FlagGemsUnavailable:
+        return  # flag_gems not installed: its cells already say so
+    RunDir(out).write_json(RunDir(out).declared_support, to_json(support))
+
+
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
-    """--engines / --model / --cuda-graphs / --flaggems-exclude / --serving-only change the matrix's
-    serving block, checked like the block itself (one line naming the flag and what is allowed, exit 2)."""
+    """--engines / --model / --cuda-graphs / --flaggems-exclude / --allow-mismatched-pair / --serving-only
+    change the matrix's serving block, checked like the block itself (one line naming the flag and what
+    is allowed, exit 2)."""
     if args.no_serving and args.serving_only:
         raise UsageError("--no-serving and --serving-only exclude each other, expected at most one")
     wanted = {
@@ -116,6 +140,7 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
         "model": args.model,
         "cuda_graphs": None if args.cuda_graphs is None else args.cuda_graphs == "on",
         "flaggems_exclude": list(split_csv(args.flaggems_exclude)) or None,
+        "allow_mismatched_pair": True if args.allow_mismatched_pair else None,
     }
     wanted = {k: v for k, v in wanted.items() if v is not None}
     if not wanted:
@@ -134,6 +159,7 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
             "model": "--model",
             "cuda_graphs": "--cuda-graphs",
             "flaggems_exclude": "--flaggems-exclude",
+            "allow_mismatched_pair": "--allow-mismatched-pair",
         }.get(str(path[0]) if path else "", "serving")
         raise UsageError(f"{flag}: {what}, expected {expected}")
 

@@ -7,6 +7,7 @@ adapter itself fails to import), so a scorecard always shows the whole declared 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -119,6 +120,8 @@ def probe_cell(cell: Cell) -> Cell:
             cell.device_count = max(1, devices.probe_device(cell.device).count)
         else:
             cell.status, cell.reason = "unavailable", found.reason
+            with contextlib.suppress(Exception):  # which version was unavailable is worth saying too
+                cell.versions = adapter.versions()
     except Exception as exc:  # an adapter that cannot even import is an error of that cell, not of ops
         cell.status, cell.reason = "error", f"adapter failed to load: {type(exc).__name__}: {exc}"
     finally:
@@ -201,6 +204,8 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         repetitions=perf.repetitions,
                         budget_s=perf.budget_s,
                         input_bytes=case.input_bytes(dtype),
+                        cache=perf.cache,
+                        repeat=perf.repeat,
                     )
                     why = memory_refusal(request.input_bytes, free)
                     if why:

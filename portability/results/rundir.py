@@ -3,8 +3,10 @@
     results.jsonl     one row per finished case (results/store.py)
     plan.json         every planned case, so a scorecard can name what never ran
     cells.plan.json   what the pytest sessions run (on --resume: only what is left)
-    run.json          host, versions, command, timings of the run
+    run.json          host, versions, command, timings of the run (wall time, the part spent timing, peaks)
+    peaks.json        the measured peaks of each cell's device (portability/perf/peaks.py)
     coverage.json     which FlagGems-registered overloads the catalog exercised
+    declared-support.json   what each FlagGems vendor backend declares (turned-off operators, dtypes)
     merge.json        (merged runs) the shards, duplicates and conflicts
     run.lock          held by the live run: its pid and generation (results/lock.py)
     scorecard.md / scorecard.json / junit.xml / report.html   the outputs
@@ -55,8 +57,16 @@ class RunDir:
         return self.path / "run.json"
 
     @property
+    def peaks(self) -> Path:
+        return self.path / "peaks.json"
+
+    @property
     def coverage(self) -> Path:
         return self.path / "coverage.json"
+
+    @property
+    def declared_support(self) -> Path:
+        return self.path / "declared-support.json"
 
     @property
     def merge_report(self) -> Path:

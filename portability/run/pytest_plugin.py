@@ -104,7 +104,7 @@ def _adapters_for(config: pytest.Config, cell_id: str) -> tuple[Any, Any]:
         from portability.plan.cells import Plan
         from portability.registry import adapter_class
 
-        plan = Plan.read(Path(config.getoption("--portability-out")) / "cells.plan.json")
+        plan = Plan.read(RunDir(Path(config.getoption("--portability-out"))).cells_plan)
         cell = next(c for c in plan.cells if c.id == cell_id)
         device = cell.device
         if ":" not in device and device != "cpu" and cell.device_count > 1:

@@ -8,9 +8,11 @@ here, so every planned case has exactly one row.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import portability
+from portability.perf.peaks import PEAKS_ENV
 from portability.plan.cells import Cell, Plan
 from portability.plan.schedule import order_cases
 from portability.results.lock import GENERATION_ENV, PLAN_ENV, RunLock
@@ -109,6 +112,7 @@ def run_plan(plan: Plan, out: Path, lock: RunLock, resume: bool = False, quiet: 
             continue
         if not quiet:
             sys.stderr.write(f"== {cell.id}: {len(cases)} case(s) on {cell.device_name or cell.device}\n")
+        measure_peaks(cell, out)
         code = _run_cell(todo, cell, len(cases), out, lock.generation, fingerprint)
         if code == EXIT_UNWRITABLE:  # a worker could not write its row: stop, leave the rest for --resume
             raise ResultsUnwritable(f"{results}: a worker could not write its result row{_space_note(out)}")
@@ -200,6 +204,7 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path, generation: str, 
     env = dict(os.environ)
     env.update(cell.env)
     env["PORTABILITY_CELL"] = cell.id  # adapters can tell a cell's worker from the planning process
+    env[PEAKS_ENV] = str(RunDir(out).peaks)  # the roofs of the cases' roofline_pct (perf/measure.py)
     env[GENERATION_ENV], env[PLAN_ENV] = generation, fingerprint  # rows only from this run (results/lock.py)
     src_root = str(Path(portability.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
@@ -216,6 +221,43 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path, generation: str, 
             stop_session(proc)
         copier.join(timeout=5)
     return proc.returncode
+
+
+def measure_peaks(cell: Cell, out: Path) -> None:
+    """The cell's device peaks (copy bandwidth, GEMM FLOP/s at the cell's dtypes) into the run's
+    peaks.json, measured in a subprocess with the cell's environment (this process never touches a
+    device) or read from the per-device cache. A device whose peaks cannot be measured gets the reason,
+    and its cases no roofline_pct."""
+    rundir = RunDir(out)
+    known = rundir.read_json(rundir.peaks) or {}
+    if cell.device in known and "error" not in known[cell.device]:
+        return
+    cmd = [sys.executable, "-m", "portability.perf.peaks", "--device", cell.device]
+    cmd += ["--dtypes", ",".join(cell.dtypes)]
+    env = {**os.environ, **cell.env}
+    src_root = str(Path(portability.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+        lines = proc.stdout.strip().splitlines()
+        peaks = json.loads(lines[-1]) if proc.returncode == 0 and lines else None
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    except (subprocess.TimeoutExpired, ValueError) as exc:
+        peaks, why = None, f"{type(exc).__name__}: {exc}"
+    known[cell.device] = peaks or {"error": f"peaks not measured: {why}"[:500]}
+    rundir.write_json(rundir.peaks, known)
+
+
+def _timing_share(out: Path) -> dict[str, Any]:
+    """Worker-seconds of the run's cases and the part of them spent in the timing stage."""
+    rows = [r for r in latest_by_id(iter_results(RunDir(out).results)).values() if r.get("kind") == "op"]
+    cases_s = sum(r.get("duration_s") or 0.0 for r in rows)
+    timing_s = sum(r.get("timing_s") or 0.0 for r in rows)
+    return {
+        "cases_s": round(cases_s, 1),
+        "timing_s": round(timing_s, 1),
+        "timing_share": round(timing_s / cases_s, 3) if cases_s else None,
+    }
 
 
 def _copy_to_log(stream: IO[bytes] | None, log: Path) -> None:
@@ -253,6 +295,9 @@ def write_run_info(
         "finished": time.time(),
         "wall_s": round(time.time() - started, 1),
         "portability": portability.__version__,
+        # harness cost: per-case worker-seconds (parallel workers add up beyond wall_s), the timing part
+        **_timing_share(out),
+        "peaks": RunDir(out).read_json(RunDir(out).peaks) or {},
         "interrupted": interrupted_by is not None,  # the scorecard's verdict says so
         "signal": interrupted_by,
     }

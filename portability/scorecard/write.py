@@ -84,6 +84,9 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     coverage = run_dir.read_json(run_dir.coverage)
     if coverage is not None and _coverage_ok(coverage, run_dir.coverage):
         data["coverage"] = coverage
+    declared = run_dir.read_json(run_dir.declared_support)
+    if declared is not None:
+        data["declared_support"] = declared
     run = run_dir.read_json(run_dir.run_info)
     if run and run.get("interrupted"):
         data["interrupted"] = str(run.get("signal") or "a signal")
