@@ -80,15 +80,17 @@ def run(rounds: int) -> int:
                 pristine = (run_dir / name).read_bytes()
                 for damaged in damaged_documents(pristine, random.Random(f"{name}:{round_}")):
                     (run_dir / name).write_bytes(damaged)
-                    code, err = probe("scorecard", str(run_dir))
-                    counts["probes"] += 1
-                    errors = [ln for ln in err.splitlines() if ln.startswith("portability: ")]
-                    if code is None:
-                        counts["tracebacks"] += 1
-                        failures.append(f"{name} {damaged[:60]!r}: {err[-800:]}")
-                    elif code not in (0, 2) or (code == 2 and len(errors) != 1):
-                        counts["contract broken"] += 1
-                        failures.append(f"{name} {damaged[:60]!r}: exit {code}: {err[-400:]}")
+                    merge = ("merge", "--out", str(base / "fm"), str(run_dir), str(base / "b"))
+                    for args in [("scorecard", str(run_dir)), merge][: 2 if name == "plan.json" else 1]:
+                        code, err = probe(*args)
+                        counts["probes"] += 1
+                        errors = [ln for ln in err.splitlines() if ln.startswith("portability: ")]
+                        if code is None:
+                            counts["tracebacks"] += 1
+                            failures.append(f"{args[0]} {name} {damaged[:60]!r}: {err[-800:]}")
+                        elif code not in (0, 2) or (code == 2 and len(errors) != 1):
+                            counts["contract broken"] += 1
+                            failures.append(f"{args[0]} {name} {damaged[:60]!r}: exit {code}: {err[-400:]}")
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
     for failure in failures[:10]:
         print("  " + failure)

@@ -222,35 +222,6 @@ def latest_by_id(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def versions_by_cell(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """The software versions each cell ran with (from its cell row, else its first row that has them)."""
-    found: dict[str, dict[str, str]] = {}
-    for row in rows:
-        versions = row.get("versions")
-        if versions and (row.get("kind") == "cell" or row["cell"] not in found):
-            found[row["cell"]] = {str(k): str(v) for k, v in versions.items()}
-    return found
-
-
-def version_differences(shards: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """For shards to merge (name -> rows): one line per cell that ran with different versions in
-    different shards, naming what differs (merging them into one cell would hide it)."""
-    by_cell: dict[str, dict[str, dict[str, str]]] = {}
-    for shard, rows in shards.items():
-        for cell, versions in versions_by_cell(rows).items():
-            by_cell.setdefault(cell, {})[shard] = versions
-    lines = []
-    for cell, seen in sorted(by_cell.items()):
-        keys = sorted({k for v in seen.values() for k in v})
-        differ = [k for k in keys if len({v.get(k) for v in seen.values()}) > 1]
-        if differ:
-            each = "; ".join(
-                f"{shard}: " + ", ".join(f"{k} {v.get(k, '-')}" for k in differ) for shard, v in seen.items()
-            )
-            lines.append(f"{cell} ran with different versions ({each})")
-    return lines
-
-
 def planned_cases(plan: dict[str, Any] | None, path: Path) -> tuple[list[dict[str, Any]] | None, str | None]:
     """(the cases of a plan.json document, its fingerprint): entries that are not a case (an object with
     string 'id', 'cell' and 'op') are skipped and said once; (None, None) without a plan."""
