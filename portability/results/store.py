@@ -60,7 +60,7 @@ class ResultWriter:
                 try:
                     _write_all(fd, line)
                     os.fsync(fd)
-                except OSError:
+                except BaseException:  # a failed write, or an interrupt between two parts of a short one
                     try:
                         os.ftruncate(fd, start)  # the row whole or not at all
                     except OSError:
