@@ -241,3 +241,16 @@ def planned_cases(plan: dict[str, Any] | None, path: Path) -> tuple[list[dict[st
         warn_skipped(path, skipped)
     fingerprint = plan.get("fingerprint")
     return good, fingerprint if isinstance(fingerprint, str) else None
+
+
+def planned_cells(plan: dict[str, Any] | None) -> set[str] | None:
+    """The backend@device cells a plan.json document names (entries that are not a cell are left out;
+    None without a plan or without a list of cells)."""
+    cells = (plan or {}).get("cells")
+    if not isinstance(cells, list):
+        return None
+    return {
+        f"{c['backend']}@{c['device']}"
+        for c in cells
+        if isinstance(c, dict) and isinstance(c.get("backend"), str) and isinstance(c.get("device"), str)
+    }
