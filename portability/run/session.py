@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import portability
-from portability.perf.peaks import PEAKS_ENV
+from portability.perf.peaks import PEAKS_ENV, gemm_dtypes
 from portability.plan.cells import Cell, Plan
 from portability.plan.schedule import order_cases
 from portability.results.lock import GENERATION_ENV, PLAN_ENV, RunLock
@@ -230,8 +230,9 @@ def measure_peaks(cell: Cell, out: Path) -> None:
     and its cases no roofline_pct."""
     rundir = RunDir(out)
     known = rundir.read_json(rundir.peaks) or {}
-    if cell.device in known and "error" not in known[cell.device]:
-        return
+    have = known.get(cell.device, {})
+    if "error" not in have and have and all(d in have.get("flops", {}) for d in gemm_dtypes(cell.dtypes)):
+        return  # another cell on this device measured it (at these dtypes) already
     cmd = [sys.executable, "-m", "portability.perf.peaks", "--device", cell.device]
     cmd += ["--dtypes", ",".join(cell.dtypes)]
     env = {**os.environ, **cell.env}

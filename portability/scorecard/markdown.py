@@ -358,7 +358,7 @@ def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
         if roof["by_op"]:
             per_op = ", ".join(f"{op} {v:.0f} %" for op, v in roof["by_op"].items())
             cell = md_text(c["cell"], 60)
-            details.append(f"- `{cell}` median roofline_pct per operator: {md_text(per_op)}")
+            details.append(f"- `{cell}` median roofline_pct per operator: {md_text(per_op, cap=8_000)}")
         multi = c["perf"].get("multi_kernel_ops") or {}
         if multi:
             text = ", ".join(f"{op} {k:g}" for op, k in multi.items())
