@@ -9,6 +9,7 @@ import sys
 from portability.cli.common import EXIT_USAGE, UsageError
 from portability.cli.parser import build_parser
 from portability.matrix.config import ConfigError
+from portability.scorecard.safe_text import visible
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,10 +17,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
+        sys.stderr.write(f"{visible(exc)}\n")
         return EXIT_USAGE
-    except UsageError as exc:
-        sys.stderr.write(f"portability: {exc}\n")
+    except UsageError as exc:  # what the user typed is echoed: one line, without terminal codes
+        sys.stderr.write(f"portability: {visible(exc)}\n")
         return EXIT_USAGE
     except KeyboardInterrupt:
         sys.stderr.write("portability: interrupted; finish with `portability run --resume --out DIR`\n")
