@@ -39,9 +39,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     check_nonempty_plan(plan, filters, config)
     from tabulate import tabulate
 
-    rows = [
-        [c.id, c.adapter, c.status, c.device_name, ",".join(c.dtypes), len(plan.cases_of(c)), c.reason]
+    from portability.scorecard.safe_text import visible
+
+    rows = [  # adapter-supplied text reaches the terminal: no escape codes, one line each
+        [
+            visible(c.id),
+            visible(c.adapter),
+            c.status,
+            visible(c.device_name),
+            ",".join(c.dtypes),
+            n,
+            visible(c.reason),
+        ]
         for c in plan.cells
+        for n in [len(plan.cases_of(c))]
     ]
     print(tabulate(rows, headers=["cell", "adapter", "state", "device", "dtypes", "cases", "reason"]))
     sys.stderr.write(

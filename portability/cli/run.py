@@ -67,7 +67,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ServingStopped as exc:  # the rows so far are on disk: still write the scorecard
             stopped = exc
             sys.stderr.write(f"serving stopped by {exc}: scorecard of what was measured follows\n")
-    write_run_info(out, sys.argv[1:], config.path, started)
+    # the command as it ran: an automatic profile is written out, so the scorecard's header says it
+    argv = sys.argv[1:] + (["--profile", plan.profile] if args.profile != plan.profile else [])
+    write_run_info(out, argv, config.path, started)
     paths = write_scorecard(out)
     from portability.scorecard.html import append_trend
 
@@ -188,5 +190,8 @@ def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
 def _print_cells(cells: list[Any]) -> None:
     from tabulate import tabulate
 
-    rows = [[c.id, c.status, c.device_name or "", (c.reason or "")[:110]] for c in cells]
+    from portability.scorecard.safe_text import visible
+
+    # adapter-supplied text reaches the terminal: no escape codes, one line each
+    rows = [[visible(c.id), c.status, visible(c.device_name), visible(c.reason, 110)] for c in cells]
     sys.stderr.write(tabulate(rows, headers=["cell", "state", "device", "reason"]) + "\n")

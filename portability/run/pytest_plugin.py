@@ -27,6 +27,7 @@ from portability.registry import baseline_name
 from portability.results.rundir import RunDir
 from portability.results.status import FAILING, NEUTRAL
 from portability.results.store import ResultWriter, iter_results
+from portability.scorecard.safe_text import visible
 
 # Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults
 # a kernel causes): the case is a `crash` and the worker ends itself so the next case gets a fresh context.
@@ -399,8 +400,9 @@ def _print_progress(
         eta = f"eta {eta_s:.0f}s"
     else:
         eta = "eta after the first cases"
+    names = " ".join(visible(row.get(k), 80) for k in ("cell", "op"))  # no escape codes on the terminal
     sys.stderr.write(
-        f"[{bar}] {done}/{total} {row.get('cell')} {row.get('op')} [{row.get('case')}] "
+        f"[{bar}] {done}/{total} {names} [{visible(row.get('case'), 80)}] "
         f"{row.get('dtype')}: {status}{extra}  ({eta})\n"
     )
     sys.stderr.flush()
