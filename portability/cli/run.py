@@ -4,10 +4,11 @@ cases, serve Qwen3 on the serving cells, then write the run's scorecard and appe
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from portability.cli.common import (
     UsageError,
@@ -19,17 +20,23 @@ from portability.cli.common import (
     writable_file,
 )
 from portability.matrix.config import MatrixConfig
+from portability.results.lock import RunDirBusy, RunLock
 from portability.results.rundir import RunDir
+from portability.results.store import ResultWriter
+
+if TYPE_CHECKING:
+    from portability.plan.cells import Cell
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from portability.plan.cells import build_plan
-    from portability.run.session import run_plan, write_run_info
-    from portability.scorecard.write import write_scorecard
+    from portability.run.session import PlanMismatch
 
     started = time.time()
     config = load_config(args.matrix)
     _override_serving(args, config)
+    if args.repeat is not None:
+        config.perf.repeat = args.repeat
     out = Path(args.out)
     if args.resume and not RunDir(out).results.exists():
         raise UsageError(
@@ -53,30 +60,72 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.case_timeout is not None:
         plan.timeout_s = args.case_timeout
     _print_cells(plan.cells)
-    if not args.resume:  # a fresh run into an old run's directory must not show the old coverage
-        RunDir(out).coverage.unlink(missing_ok=True)
-    if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
-        _write_coverage(out)  # first: a run cut short still says what the catalog covers
-    run_plan(plan, out, resume=args.resume)
-    stopped = None
-    if config.serving and not args.no_serving:
-        from portability.serving.runner import ServingStopped
+    try:
+        lock = RunLock.acquire(out)
+    except RunDirBusy as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        return _run_locked(args, config, plan, out, lock, started, trend)
+    except PlanMismatch as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        lock.release()
 
+
+def _run_locked(
+    args: argparse.Namespace,
+    config: MatrixConfig,
+    plan: Any,
+    out: Path,
+    lock: RunLock,
+    started: float,
+    trend: Path | None,
+) -> int:
+    """The run proper, while this process holds the directory: cases, serving, then the scorecard (also
+    after SIGTERM / SIGINT / SIGHUP, which stop every process of the run and keep every row)."""
+    from portability.run.proctree import RunInterrupted, stop_signals_raise
+    from portability.run.session import run_plan, write_run_info
+    from portability.scorecard.write import write_scorecard
+
+    stopped: str | None = None
+    with stop_signals_raise():
         try:
-            _run_serving(config, plan, out)
-        except ServingStopped as exc:  # the rows so far are on disk: still write the scorecard
-            stopped = exc
-            sys.stderr.write(f"serving stopped by {exc}: scorecard of what was measured follows\n")
+            if not args.resume:  # a fresh run into an old run's directory must not show its coverage
+                RunDir(out).coverage.unlink(missing_ok=True)
+            if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
+                _write_coverage(out)  # first: a run cut short still says what the catalog covers
+            _write_declared_support(out, [c for c in plan.cells if c.adapter == "flaggems"])
+            fingerprint = run_plan(plan, out, lock, resume=args.resume)
+            if config.serving and not args.no_serving:
+                stopped = _serve(config, plan, out, lock, fingerprint)
+        except RunInterrupted as exc:  # the rows so far are on disk: still write the scorecard
+            stopped = exc.name
+            sys.stderr.write(f"portability: interrupted by {exc.name}; writing the scorecard of what ran\n")
     # the command as it ran: an automatic profile is written out, so the scorecard's header says it
     argv = sys.argv[1:] + (["--profile", plan.profile] if args.profile != plan.profile else [])
-    write_run_info(out, argv, config.path, started)
+    write_run_info(out, argv, config.path, started, stopped)
     paths = write_scorecard(out)
     from portability.scorecard.html import append_trend
 
     if trend is not None:
         append_trend(out, trend)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
-    return 128 + 15 if stopped else 0  # 143: ended by SIGTERM, as a shell reports it
+    if stopped:
+        sys.stderr.write(f"portability: finish with `portability run --resume --out {out}`\n")
+        return 128 + signal.Signals[stopped].value  # as a shell reports a death by that signal
+    return 0
+
+
+def _serve(config: MatrixConfig, plan: Any, out: Path, lock: RunLock, fingerprint: str) -> str | None:
+    """Serve the serving cells; the name of the signal that stopped serving, or None."""
+    from portability.serving.runner import ServingStopped
+
+    try:
+        _run_serving(config, plan, out, ResultWriter(RunDir(out).results, lock.generation, fingerprint))
+    except ServingStopped as exc:  # the serving runner's own SIGTERM handling: its rows are on disk
+        sys.stderr.write(f"serving stopped by {exc}: scorecard of what was measured follows\n")
+        return str(exc)
+    return None
 
 
 def _default_trend(out: Path) -> Path | None:
@@ -100,17 +149,35 @@ QUICK_NOTE = (
 def _write_coverage(out: Path) -> None:
     """coverage.json beside the results, so the scorecard can say covered/registered for FlagGems."""
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
 
     try:
         RunDir(out).write_json(RunDir(out).coverage, to_json(measure()))
-    except ModuleNotFoundError:
+    except FlagGemsUnavailable:
         pass  # flag_gems not installed: its cells already say so
 
 
+def _write_declared_support(out: Path, flaggems_cells: list[Cell]) -> None:
+    """declared-support.json: what each vendor backend of the installed FlagGems declares (any host), with
+    the vllm-plugin-FL tree a flaggems backend's `options.vllm_fl` names."""
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import read_declared_support, to_json
+
+    if not flaggems_cells:
+        return
+    tree = next((c.options["vllm_fl"] for c in flaggems_cells if c.options.get("vllm_fl")), None)
+    try:
+        support = read_declared_support(vllm_fl=Path(tree) if tree else None)
+    except FlagGemsUnavailable:
+        return  # flag_gems not installed: its cells already say so
+    RunDir(out).write_json(RunDir(out).declared_support, to_json(support))
+
+
 def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
-    """--engines / --model / --cuda-graphs / --flaggems-exclude / --serving-only change the matrix's
-    serving block, checked like the block itself (one line naming the flag and what is allowed, exit 2)."""
+    """--engines / --model / --cuda-graphs / --flaggems-exclude / --allow-mismatched-pair / --serving-only
+    change the matrix's serving block, checked like the block itself (one line naming the flag and what
+    is allowed, exit 2)."""
     if args.no_serving and args.serving_only:
         raise UsageError("--no-serving and --serving-only exclude each other, expected at most one")
     for flag, value in (("--engines", args.engines), ("--flaggems-exclude", args.flaggems_exclude)):
@@ -123,6 +190,7 @@ def _override_serving(args: argparse.Namespace, config: MatrixConfig) -> None:
         "model": args.model,
         "cuda_graphs": None if args.cuda_graphs is None else args.cuda_graphs == "on",
         "flaggems_exclude": list(split_csv(args.flaggems_exclude)) or None,
+        "allow_mismatched_pair": True if args.allow_mismatched_pair else None,
     }
     wanted = {k: v for k, v in wanted.items() if v is not None}
     if args.serving_only and not config.serving_block:
@@ -158,6 +226,7 @@ FLAG_OF_KEY = {
     "model": "--model",
     "cuda_graphs": "--cuda-graphs",
     "flaggems_exclude": "--flaggems-exclude",
+    "allow_mismatched_pair": "--allow-mismatched-pair",
 }
 
 
@@ -173,9 +242,8 @@ def _check_something_served(args: argparse.Namespace, config: MatrixConfig, cell
     )
 
 
-def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
+def _run_serving(config: MatrixConfig, plan: Any, out: Path, writer: ResultWriter) -> None:
     """The serving block's engines crossed with the plan's cells of the serving backends."""
-    from portability.results.store import ResultWriter
     from portability.serving.runner import run_serving
 
     cells = [
@@ -184,7 +252,7 @@ def _run_serving(config: MatrixConfig, plan: Any, out: Path) -> None:
         for c in plan.cells
         if c.backend in config.serving.backends
     ]
-    run_serving(cells, config.serving, out, ResultWriter(RunDir(out).results))
+    run_serving(cells, config.serving, out, writer)
 
 
 def _print_cells(cells: list[Any]) -> None:

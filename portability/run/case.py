@@ -14,9 +14,10 @@ import torch
 from portability.backends.base import BackendAdapter
 from portability.catalog import load_catalog
 from portability.matrix.config import Tolerance
+from portability.perf import measure as perf
 from portability.run.judge import Check, check_output, flatten
 from portability.run.poison import perturbed_malloc, poison_allocator
-from portability.spec import DTYPES, CaseUnavailable, OpSpec, TargetDevice, case_seed, make_inputs
+from portability.spec import DTYPES, Case, CaseUnavailable, OpSpec, TargetDevice, case_seed, make_inputs
 
 POISON_FLOAT = float("nan")
 MAX_REASON_CHARS = 2000
@@ -40,6 +41,9 @@ class CaseRequest:
     budget_s: float
     #: bytes of the case's inputs at its dtype: the cost estimate that orders cases across workers
     input_bytes: int = 0
+    #: perf.cache (auto | cold | warm) and how many times the timing runs (--repeat, for its noise)
+    cache: str = "auto"
+    repeat: int = 1
 
     def identity(self) -> dict[str, Any]:
         """The fields that name this case in a result row."""
@@ -109,11 +113,19 @@ def _float_tensors(obj: Any) -> list[torch.Tensor]:
     return []
 
 
-def vjp(fn: Callable[..., Any], args: Any, kwargs: Any, dtype: str, seed: int) -> tuple[Any, ...]:
+def vjp(
+    fn: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    dtype: str,
+    seed: int,
+    given: list[torch.Tensor] | None = None,
+) -> tuple[Any, ...]:
     """Gradients of `fn`'s floating-point outputs, contracted with a seeded cotangent, with respect to
     its inputs that require grad (all floating-point inputs if none does): what a backward kernel
     computes. The cotangent is drawn on the CPU and rounded to the case dtype, so the float64 reference
-    and the backend see the same numbers. Unused inputs get zeros."""
+    and the backend see the same numbers (`given`: drawn beforehand, see `cotangents`). Unused inputs get
+    zeros."""
     chosen = [t for t in _float_tensors((args, kwargs)) if t.requires_grad] or _float_tensors((args, kwargs))
     leaves = {id(t): t.detach().requires_grad_(True) for t in chosen}
 
@@ -132,17 +144,44 @@ def vjp(fn: Callable[..., Any], args: Any, kwargs: Any, dtype: str, seed: int) -
         outs = [o for o in flatten(out) if isinstance(o, torch.Tensor) and o.requires_grad]
         if not outs or not leaves:
             raise ValueError("backward case: the forward has no differentiable output or input")
-        gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+        shapes = [o.shape for o in outs]
+        fits = given is not None and [c.shape for c in given] == shapes
+        drawn = given if fits else _draw_cotangents(shapes, dtype, seed)
         cots = [
-            (torch.rand(o.shape, generator=gen, dtype=torch.float64) * 2 - 1)
-            .to(DTYPES[dtype] if DTYPES[dtype].is_floating_point else torch.float32)
-            .to(o.device, o.dtype)
-            for o in outs
+            c if (c.device, c.dtype) == (o.device, o.dtype) else c.to(o.device, o.dtype)
+            for c, o in zip(drawn, outs, strict=True)
         ]
         grads = torch.autograd.grad(
             outs, list(leaves.values()), cots, allow_unused=True, materialize_grads=True
         )
     return tuple(g.detach() for g in grads)
+
+
+def _draw_cotangents(shapes: list[torch.Size], dtype: str, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed ^ 0x5EED)
+    rounded = DTYPES[dtype] if DTYPES[dtype].is_floating_point else torch.float32
+    return [(torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1).to(rounded) for shape in shapes]
+
+
+def cotangents(
+    spec: OpSpec, inputs_cpu: tuple[Any, Any], dtype: str, seed: int, device: str
+) -> list[torch.Tensor] | None:
+    """A backward case's cotangents, on the device, drawn before the route opens (the forward's output
+    shapes come from the spec's own call on the upcast CPU inputs); None if that call cannot say, and
+    `vjp` draws them itself."""
+    args, kwargs = (
+        _clone(_to(inputs_cpu[0], "cpu", spec.upcast)),
+        _clone(_to(inputs_cpu[1], "cpu", spec.upcast)),
+    )
+    try:
+        with torch.no_grad():
+            outs = flatten((spec.ref or spec.fn)(*args, **kwargs))
+    except Exception:
+        return None
+    shapes = [
+        o.shape for o in outs if isinstance(o, torch.Tensor) and (o.is_floating_point() or o.is_complex())
+    ]
+    return [c.to(device) for c in _draw_cotangents(shapes, dtype, seed)]
 
 
 def _out_buffers(want: Any, device: str, dtype: str) -> Any:
@@ -159,14 +198,21 @@ def _out_buffers(want: Any, device: str, dtype: str) -> Any:
 
 
 def invoke(
-    spec: OpSpec, impl: Callable[..., Any], args: Any, kwargs: Any, dtype: str, seed: int, out: Any = None
+    spec: OpSpec,
+    impl: Callable[..., Any],
+    args: Any,
+    kwargs: Any,
+    dtype: str,
+    seed: int,
+    out: Any = None,
+    cots: list[torch.Tensor] | None = None,
 ) -> Any:
     """One call of the op under test, as its kind requires (see spec.OpKind)."""
     kind = spec.op_kind
     if kind == "out":
         return impl(*args, **kwargs, out=out)
     if kind == "backward":
-        return vjp(impl, args, kwargs, dtype, seed)
+        return vjp(impl, args, kwargs, dtype, seed, cots)
     if kind == "random":
         torch.manual_seed(seed)  # every device's default generator
     return impl(*args, **kwargs)
@@ -225,10 +271,6 @@ def check_contract(
     return None
 
 
-class _SetupFailed(Exception):
-    """The harness's own preparation of a case failed (see run_case): the row says `infra`."""
-
-
 def _oom_types() -> tuple[type[BaseException], ...]:
     return (torch.OutOfMemoryError,) if hasattr(torch, "OutOfMemoryError") else ()
 
@@ -240,92 +282,67 @@ def _short(exc: BaseException) -> str:
     return (text[: MAX_REASON_CHARS - len(where)] + where).strip()
 
 
+@dataclass
+class PreparedCase:
+    """A case made ready outside the backend's route: reference, device inputs, the call's own copies,
+    the snapshot that tells written inputs, poisoned out= buffers."""
+
+    spec: OpSpec
+    case: Case
+    seed: int
+    inputs_cpu: tuple[Any, Any]
+    want: Any
+    #: the inputs on the device (timing calls use them)
+    args: Any
+    kwargs: Any
+    #: the checked call's own copies of the inputs, and a snapshot of them before the call
+    call_args: Any
+    call_kwargs: Any
+    snapshot: list[Any]
+    out_buf: Any
+    #: random ops: fresh copies for the second call under the same seed
+    again_args: Any = None
+    again_kwargs: Any = None
+    #: backward ops: the cotangents, drawn here so that no harness arithmetic runs under the route
+    cotangents: list[torch.Tensor] | None = None
+
+
+@dataclass
+class CallOutcome:
+    """What the call under test returned, and what was seen while it ran under the route."""
+
+    out: Any
+    first_call_s: float
+    again: Any = None
+
+
+class _NotRunnable(Exception):
+    """The harness could not prepare the case: the row gets `status` (skip or infra) and the reason."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
 def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter | None) -> dict[str, Any]:
-    """Execute one case; never raises for operator faults (they become statuses)."""
+    """Execute one case in four stages; never raises for operator faults (they become statuses).
+
+    prepare (outside the route) -> call under the adapter's route -> judge (outside the route) -> time.
+    Only the call under test and its timing run inside `route()`: a backend that overrides the ops the
+    harness uses (copies, comparisons) cannot change its own verdict."""
     spec = load_catalog()[req.op]
-    case = spec.case(req.case)
     row: dict[str, Any] = {"status": "pass", "reason": None, "atol": req.atol, "rtol": req.rtol}
-    if req.dtype not in adapter.supported_dtypes():
-        return {
-            **row,
-            "status": "unsupported",
-            "reason": f"{adapter.name} declares no {req.dtype} support on {req.device}",
-        }
-    why = adapter.unsupported_reason(spec)
-    if why:
-        return {**row, "status": "unsupported", "reason": why}
-    tol = Tolerance(req.atol, req.rtol)
+    refusal = _refusal(req, adapter, spec)
+    if refusal:
+        return {**row, "status": "unsupported", "reason": refusal}
     try:
-        (args_cpu, kwargs_cpu), want = reference(req.op, req.case, req.dtype)
-    except CaseUnavailable as exc:  # this torch cannot build the case (e.g. an op_db sample it lacks)
-        return {**row, "status": "skip", "reason": f"case unavailable: {exc}"}
-    except Exception as exc:  # the reference itself failing is our problem, not the backend's
-        return {**row, "status": "infra", "reason": f"reference failed: {_short(exc)}"}
-    try:  # moving the inputs to the device is set-up: failing there is not the operator's fault
-        args, kwargs = _to(args_cpu, req.device), _to(kwargs_cpu, req.device)
-    except Exception as exc:
-        why = f"inputs could not be placed on {req.device}: {_short(exc)}"
-        return {**row, "status": "infra", "reason": why}
-    seed = case_seed(req.op, req.case, req.dtype)
-    kind = spec.op_kind
+        prepared = prepare_case(req, spec)
+    except _NotRunnable as exc:
+        return {**row, "status": exc.status, "reason": exc.reason}
     try:
-        with adapter.route(spec) as impl:
-            try:  # set-up again (our copies and poison blocks): out of memory here is not the operator's
-                call_args, call_kwargs = _clone(args), _clone(kwargs)
-                snapshot = _clone(flatten(list(call_args)) + flatten(list(call_kwargs.values())))
-                out_buf = _out_buffers(want, req.device, req.dtype) if kind == "out" else None
-                if want is not None:
-                    poison_allocator(want, req.device, req.dtype)
-            except Exception as exc:
-                raise _SetupFailed(f"set-up on {req.device} failed: {_short(exc)}") from None
-            t0 = time.perf_counter()
-            with perturbed_malloc(req.device):
-                out = invoke(spec, impl, call_args, call_kwargs, req.dtype, seed, out_buf)
-                adapter.synchronize()
-            first_call_s = time.perf_counter() - t0
-            check = check_contract(spec, out, call_args, call_kwargs, snapshot, out_buf)
-            if check is None and kind == "random":
-                check = _check_random(spec, impl, out, args, kwargs, req.dtype, seed)
-            if check is None:
-                if kind == "inplace":
-                    out = (out, call_args[0])
-                check = check_output(spec, case, out, want, (args_cpu, kwargs_cpu), tol)
-            row.update(max_abs_err=check.max_abs, max_rel_err=check.max_rel)
-            if not check.ok:
-                row.update(status="fail", reason=check.detail)
-            timing = adapter.time(
-                _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf),
-                req.warmup,
-                req.repetitions,
-                req.budget_s,
-            )
-        row.update(
-            latency_ms=timing.median_ms,
-            latency_p10_ms=timing.p10_ms,
-            latency_p90_ms=timing.p90_ms,
-            reps=timing.reps,
-            compile_s=max(0.0, first_call_s - timing.median_ms / 1e3),
-        )
-        if baseline is not None:
-            with baseline.route(spec) as base_impl:
-                base = baseline.time(
-                    _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf),
-                    req.warmup,
-                    req.repetitions,
-                    req.budget_s,
-                )
-            row["baseline_ms"] = base.median_ms
-        else:
-            row["baseline_ms"] = timing.median_ms
-        if timing.median_ms > 0:
-            row["speedup"] = row["baseline_ms"] / timing.median_ms
-            seconds = timing.median_ms / 1e3
-            if spec.bytes is not None:
-                row["gbps"] = spec.bytes(case, req.dtype, out) / seconds / 1e9
-            if spec.flops is not None:
-                row["tflops"] = spec.flops(case, req.dtype, out) / seconds / 1e12
-    except _SetupFailed as exc:
-        row.update(status="infra", reason=str(exc))
+        called = call_under_route(adapter, prepared, req)
+        row.update(judge_case(prepared, called, Tolerance(req.atol, req.rtol)))
+        row.update(time_case(req, adapter, baseline, prepared, called))
     except _oom_types() as exc:
         row.update(status="oom", reason=_short(exc))
     except Exception as exc:
@@ -333,11 +350,124 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
     return row
 
 
-def _check_random(
-    spec: OpSpec, impl: Callable[..., Any], out: Any, args: Any, kwargs: Any, dtype: str, seed: int
-) -> Check:
-    """A random op: the same seed gives the same output; the output follows its distribution."""
-    again = invoke(spec, impl, _clone(args), _clone(kwargs), dtype, seed)
+def _refusal(req: CaseRequest, adapter: BackendAdapter, spec: OpSpec) -> str | None:
+    if req.dtype not in adapter.supported_dtypes():
+        return f"{adapter.name} declares no {req.dtype} support on {req.device}"
+    return adapter.unsupported_reason(spec)
+
+
+def prepare_case(req: CaseRequest, spec: OpSpec) -> PreparedCase:
+    """Stage 1, outside any route: reference, inputs on the device, copies, snapshot, out= buffers,
+    poisoned allocator blocks. Failing here is the harness's (or the environment's) problem."""
+    try:
+        inputs_cpu, want = reference(req.op, req.case, req.dtype)
+    except CaseUnavailable as exc:  # this torch cannot build the case (e.g. an op_db sample it lacks)
+        raise _NotRunnable("skip", f"case unavailable: {exc}") from None
+    except Exception as exc:  # the reference itself failing is our problem, not the backend's
+        raise _NotRunnable("infra", f"reference failed: {_short(exc)}") from None
+    try:  # moving the inputs to the device is set-up: failing there is not the operator's fault
+        args, kwargs = _to(inputs_cpu[0], req.device), _to(inputs_cpu[1], req.device)
+    except Exception as exc:
+        raise _NotRunnable("infra", f"inputs could not be placed on {req.device}: {_short(exc)}") from None
+    seed = case_seed(req.op, req.case, req.dtype)
+    kind = spec.op_kind
+    try:  # set-up again (our copies and poison blocks): out of memory here is not the operator's
+        call_args, call_kwargs = _clone(args), _clone(kwargs)
+        prepared = PreparedCase(
+            spec=spec,
+            case=spec.case(req.case),
+            seed=seed,
+            inputs_cpu=inputs_cpu,
+            want=want,
+            args=args,
+            kwargs=kwargs,
+            call_args=call_args,
+            call_kwargs=call_kwargs,
+            snapshot=_clone(flatten(list(call_args)) + flatten(list(call_kwargs.values()))),
+            out_buf=_out_buffers(want, req.device, req.dtype) if kind == "out" else None,
+        )
+        if kind == "random":
+            prepared.again_args, prepared.again_kwargs = _clone(args), _clone(kwargs)
+        if kind == "backward":
+            prepared.cotangents = cotangents(spec, inputs_cpu, req.dtype, seed, req.device)
+        if want is not None:
+            poison_allocator(want, req.device, req.dtype)
+    except Exception as exc:
+        raise _NotRunnable("infra", f"set-up on {req.device} failed: {_short(exc)}") from None
+    return prepared
+
+
+def call_under_route(adapter: BackendAdapter, prepared: PreparedCase, req: CaseRequest) -> CallOutcome:
+    """Stage 2: the call under test, and nothing else, inside the adapter's route."""
+    spec, seed = prepared.spec, prepared.seed
+    with adapter.route(spec) as impl:
+        t0 = time.perf_counter()
+        with perturbed_malloc(req.device):
+            out = invoke(
+                spec,
+                impl,
+                prepared.call_args,
+                prepared.call_kwargs,
+                req.dtype,
+                seed,
+                prepared.out_buf,
+                prepared.cotangents,
+            )
+            adapter.synchronize()
+        first_call_s = time.perf_counter() - t0
+        again = None
+        if spec.op_kind == "random":  # the same seed must give the same output: a second call
+            again = invoke(spec, impl, prepared.again_args, prepared.again_kwargs, req.dtype, seed)
+            adapter.synchronize()
+    return CallOutcome(out=out, first_call_s=first_call_s, again=again)
+
+
+def judge_case(prepared: PreparedCase, called: CallOutcome, tol: Tolerance) -> dict[str, Any]:
+    """Stage 3, outside any route: the kind's contract, then the values against the reference."""
+    spec, out = prepared.spec, called.out
+    check = check_contract(
+        spec, out, prepared.call_args, prepared.call_kwargs, prepared.snapshot, prepared.out_buf
+    )
+    if check is None and spec.op_kind == "random":
+        check = _check_random(spec, out, called.again, prepared.args, prepared.kwargs)
+    if check is None:
+        if spec.op_kind == "inplace":
+            out = (out, prepared.call_args[0])
+        check = check_output(spec, prepared.case, out, prepared.want, prepared.inputs_cpu, tol)
+    verdict: dict[str, Any] = {"max_abs_err": check.max_abs, "max_rel_err": check.max_rel}
+    if not check.ok:
+        verdict.update(status="fail", reason=check.detail)
+    return verdict
+
+
+def time_case(
+    req: CaseRequest,
+    adapter: BackendAdapter,
+    baseline: BackendAdapter | None,
+    prepared: PreparedCase,
+    called: CallOutcome,
+) -> dict[str, Any]:
+    """Stage 4 (portability/perf/measure.py): call time and device time under the adapter's route, the
+    baseline's under its own, in the case's cache state, `req.repeat` times; the figures derived from
+    them (speedups in both modes, achieved rates, roofline_pct)."""
+    spec, seed, out_buf = prepared.spec, prepared.seed, prepared.out_buf
+    args, kwargs = prepared.args, prepared.kwargs
+    work = perf.work_of(spec, prepared.case, req.dtype, called.out)
+    settings = perf.settings_for(req, work)
+    with adapter.route(spec) as impl:
+        mine = perf.measure_call(adapter, _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf), settings)
+    base = None
+    if baseline is not None:
+        with baseline.route(spec) as base_impl:
+            base_call = _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf)
+            base = perf.measure_call(baseline, base_call, settings)
+    figures = perf.row_fields(mine, base, work, settings, req.dtype)
+    figures["compile_s"] = max(0.0, called.first_call_s - mine.latency.median_ms / 1e3)
+    return figures
+
+
+def _check_random(spec: OpSpec, out: Any, again: Any, args: Any, kwargs: Any) -> Check:
+    """A random op: the same seed gave the same output twice; the output follows its distribution."""
     for a, b in zip(flatten(out), flatten(again), strict=True):
         if isinstance(a, torch.Tensor) and not torch.equal(_bits(a), _bits(b)):
             return Check(False, detail="two calls under the same seed gave different outputs")

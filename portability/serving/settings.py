@@ -18,6 +18,10 @@ THROUGHPUT_WEIGHTS = ("dummy", "synthetic")
 GATE_WEIGHTS = ("synthetic",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+# Keys of issue #18 (pairing, throughput gate, step profile, tensor parallelism), checked apart in
+# `_validate_issue18_keys` so that validate_serving's move onto the matrix Validator can take them as a block.
+ISSUE18_KEYS = ("min_throughput_ratio", "allow_mismatched_pair", "profile", "tensor_parallel_size")
+
 KEYS = (
     "engines",
     "backends",
@@ -43,6 +47,7 @@ KEYS = (
     "bisect_ops",
     "flaggems_exclude",
     "seed",
+    *ISSUE18_KEYS,
 )
 GATE_KEYS = ("max_abs_logprob_diff", "mean_kl", "prompts", "prompt_len", "top_k", "dtype")
 WEIGHTS_KEYS = ("throughput", "gate")
@@ -97,6 +102,15 @@ class ServingSettings:
     #: earlier bisection's culprits, to measure the rest of FlagGems; the bisection searches the others
     flaggems_exclude: list[str] = field(default_factory=list)
     seed: int = 0
+    #: the throughput gate: a cell passes only at >= this share of the torch cell's output tok/s (same
+    #: engine, mode, device, tensor parallelism and settings), beside the logprob gate
+    min_throughput_ratio: float = 0.8
+    #: serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares (labelled)
+    allow_mismatched_pair: bool = False
+    #: profile one steady-state prefill and decode step per cell (engines that can) and attribute the gap
+    profile: bool = True
+    #: tensor-parallel sizes, crossed with the cells
+    tensor_parallel_size: list[int] = field(default_factory=lambda: [1])
 
     @property
     def real_weights(self) -> bool:
@@ -167,6 +181,7 @@ def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | N
         if key in timeouts:
             setattr(s, attr, _seconds(v, timeouts[key], (*top, "timeouts", key)))
     _gate(v, v.mapping(block.get("gate") or {}, (*top, "gate"), GATE_KEYS), s.gate)
+    _issue18_keys(v, block, s)
     return s
 
 
@@ -245,3 +260,28 @@ def _gate(v: Validator, gate: dict[str, Any], out: GateSettings) -> None:
         out.dtype = v.choice(gate["dtype"], (*path, "dtype"), DTYPES[1:])
     if out.prompt_len < 2:
         v.error((*path, "prompt_len"), f"prompt_len is {out.prompt_len}", "at least 2 (one prediction)")
+
+
+def _issue18_keys(v: Validator, block: dict[str, Any], s: ServingSettings) -> None:
+    """min_throughput_ratio, allow_mismatched_pair, profile, tensor_parallel_size."""
+    top = ("serving",)
+    if "min_throughput_ratio" in block:
+        s.min_throughput_ratio = _seconds(v, block["min_throughput_ratio"], (*top, "min_throughput_ratio"))
+    for key in ("allow_mismatched_pair", "profile"):
+        if key in block:
+            setattr(s, key, v.boolean(block[key], (*top, key)))
+    if "tensor_parallel_size" in block:
+        raw = block["tensor_parallel_size"]
+        sizes = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        ok = isinstance(sizes, list) and sizes
+        if not ok or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            v.error(
+                (*top, "tensor_parallel_size"),
+                f"tensor_parallel_size is {raw!r}",
+                "a positive integer or a non-empty list of them (e.g. [1, 2])",
+            )
+        if len(set(sizes)) != len(sizes):
+            v.error(
+                (*top, "tensor_parallel_size"), "tensor_parallel_size lists a size twice", "each size once"
+            )
+        s.tensor_parallel_size = list(sizes)
