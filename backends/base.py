@@ -60,6 +60,9 @@ class BackendAdapter:
     description: ClassVar[str] = ""
     #: whether speedups of this backend are measured against eager torch on the same device
     is_baseline: ClassVar[bool] = False
+    #: whether every case compiles (torch.compile: ~0.8 s a case on a 2-core CPU); the `quick` profile
+    #: then runs only the Qwen3-path operators on this backend (portability/plan/profile.py)
+    compiles_each_case: ClassVar[bool] = False
 
     def __init__(self, device: str, options: dict[str, Any] | None = None) -> None:
         self.device = device

@@ -19,6 +19,7 @@ from portability.spec import OpSpec
 class InductorAdapter(BackendAdapter):
     name = "inductor"
     description = "torch.compile (Inductor) of the same op"
+    compiles_each_case = True
 
     def probe(self) -> Availability:
         found = super().probe()

@@ -269,7 +269,7 @@ def test_missing_file_and_bad_flags_also_exit_2_without_traceback(tmp_path, cli)
     )
     proc = cli("run", "--ops", "softmax,conv9d", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--ops: unknown value 'conv9d'" in proc.stderr
+    assert "--ops: unknown operator 'conv9d', expected one of the " in proc.stderr
     proc = cli("run", "--resume", "--out", str(tmp_path / "never-ran"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 

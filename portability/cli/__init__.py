@@ -14,6 +14,7 @@ from portability.cli.parser import build_parser
 from portability.matrix.config import ConfigError
 from portability.results.rundir import RunFileError
 from portability.results.store import ResultsUnwritable
+from portability.scorecard.safe_text import visible
 
 # The machine, not the input: a result or output file could not be written (out of space, read-only).
 # EX_TEMPFAIL: finished rows are kept, `portability run --resume` finishes the run once there is room.
@@ -26,10 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        sys.stderr.write(f"{exc}\n")
+        sys.stderr.write(f"{visible(exc)}\n")
         return EXIT_USAGE
     except (UsageError, RunFileError) as exc:
-        sys.stderr.write(f"portability: {exc}\n")
+        sys.stderr.write(f"portability: {visible(exc)}\n")  # one line, no terminal codes
         return EXIT_USAGE
     except ResultsUnwritable as exc:
         sys.stderr.write(f"portability: infra: {exc}; every finished row is kept, {_RESUME_HINT}\n")

@@ -10,7 +10,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from portability.cli.common import UsageError, load_config, parse_filters, split_csv
+from portability.cli.common import (
+    UsageError,
+    check_nonempty_plan,
+    load_config,
+    parse_filters,
+    split_csv,
+    writable_dir,
+    writable_file,
+)
 from portability.results.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -31,14 +39,30 @@ def cmd_list(args: argparse.Namespace) -> int:
         ]
         print(tabulate(rows, headers=["operator", "cases", "dtypes", "tags", "flaggems"]))
         return 0
-    plan = build_plan(config, parse_filters(args, config))
+    filters = parse_filters(args, config)
+    plan = build_plan(config, filters, profile=args.profile or config.profile)
+    check_nonempty_plan(plan, filters, config)
     from tabulate import tabulate
 
-    rows = [
-        [c.id, c.adapter, c.status, c.device_name, ",".join(c.dtypes), len(plan.cases_of(c)), c.reason]
+    from portability.scorecard.safe_text import visible
+
+    rows = [  # adapter-supplied text reaches the terminal: no escape codes, one line each
+        [
+            visible(c.id),
+            visible(c.adapter),
+            c.status,
+            visible(c.device_name),
+            ",".join(c.dtypes),
+            n,
+            visible(c.reason),
+        ]
         for c in plan.cells
+        for n in [len(plan.cases_of(c))]
     ]
     print(tabulate(rows, headers=["cell", "adapter", "state", "device", "dtypes", "cases", "reason"]))
+    sys.stderr.write(
+        f"profile {plan.profile} (--profile quick|full chooses; see portability/plan/profile.py)\n"
+    )
     return 0
 
 
@@ -48,9 +72,33 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
     results = Path(args.results)
     if not results.exists():
         raise UsageError(f"{results}: no such file or directory, expected a results.jsonl or a run directory")
-    paths = write_scorecard(results, Path(args.out) if args.out else None)
+    _require_results(results)
+    out = (
+        writable_dir("--out", Path(args.out))
+        if args.out
+        else writable_dir("results", RunDir.of(results).path)
+    )
+    paths = write_scorecard(results, out)
     print(paths["markdown"].read_text())
     return 0
+
+
+def _require_results(path: Path) -> None:
+    """`path` (a run directory or a .jsonl file) holds at least one result row: anything else would give
+    an empty scorecard that looks like a run of nothing."""
+    from portability.results.store import iter_results
+
+    file = RunDir(path).results if path.is_dir() else path
+    if not file.is_file():
+        raise UsageError(f"{path}: no results.jsonl, expected a run directory or a results.jsonl")
+    try:
+        has_row = any(isinstance(row, dict) and "id" in row for row in iter_results(file, quiet=True))
+    except (OSError, ValueError) as exc:
+        raise UsageError(
+            f"{file}: unreadable ({exc}), expected a results.jsonl of `portability run`"
+        ) from None
+    if not has_row:
+        raise UsageError(f"{file}: no result row, expected a results.jsonl written by `portability run`")
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -158,12 +206,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from portability.scorecard.html import write_report
 
     run_dir = Path(args.run_dir)
-    if not RunDir(run_dir).results.exists():
-        raise UsageError(f"{run_dir}: no results.jsonl, expected a run directory")
-    try:
-        out = write_report(
-            run_dir, Path(args.out or RunDir(run_dir).report_html()), Path(args.trend) if args.trend else None
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir}: not a directory, expected a run directory")
+    _require_results(run_dir)
+    trend = Path(args.trend) if args.trend else None
+    if trend is not None and not trend.is_file():
+        raise UsageError(
+            f"--trend: {trend} is {'a directory' if trend.is_dir() else 'missing'}, expected a trend file"
         )
+    target = writable_file("--out", Path(args.out or RunDir(run_dir).report_html()))
+    try:
+        out = write_report(run_dir, target, trend)
     except ImportError as exc:
         raise UsageError(
             f"{exc}: the report needs matplotlib (pip install 'flagos-portability[report]')"
@@ -226,7 +279,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for shard in shards:
         if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
-    out = Path(args.out)
+    out = writable_dir("--out", Path(args.out))
     report = merge(shards, out, expected)
     write_scorecard(out)
     _report_merge(report, len(shards), out)
@@ -265,6 +318,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: no such run directory or results file")
         if not any(r["kind"] == "op" for r in read_results(Path(path))):
             raise UsageError(f"{path}: no operator results to compare, expected a run with operator rows")
+    if args.out:
+        writable_file("--out", Path(args.out))
     result, markdown = diff_runs(Path(args.base), Path(args.new))
     if args.out:
         Path(args.out).write_text(markdown)

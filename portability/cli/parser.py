@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import NoReturn
 
 from portability.cli.commands import (
     cmd_changed_ops,
@@ -19,18 +20,27 @@ from portability.cli.commands import (
     cmd_scorecard,
     cmd_vendors,
 )
+from portability.cli.common import EXIT_USAGE
 from portability.cli.run import cmd_run
+from portability.matrix.config import MAX_CASE_TIMEOUT_S, PROFILES
 
 DESCRIPTION = "`portability` command line: run, list, scorecard."
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", default="matrix.yaml", help="matrix file (default: ./matrix.yaml)")
-    p.add_argument("--backends", default="", help="comma-separated backend names from the matrix")
-    p.add_argument("--devices", default="", help="comma-separated devices or device types (cpu,cuda,...)")
-    p.add_argument("--ops", default="", help="comma-separated operator names")
-    p.add_argument("--dtypes", default="", help="comma-separated dtypes (fp32,fp16,bf16,...)")
-    p.add_argument("--tags", default="", help="only operators with one of these tags")
+    p.add_argument("--backends", default=None, help="comma-separated backend names from the matrix")
+    p.add_argument("--devices", default=None, help="comma-separated devices or device types (cpu,cuda,...)")
+    p.add_argument("--ops", default=None, help="comma-separated operator names")
+    p.add_argument("--dtypes", default=None, help="comma-separated dtypes (fp32,fp16,bf16,...)")
+    p.add_argument("--tags", default=None, help="only operators with one of these tags")
+    p.add_argument(
+        "--profile",
+        default=None,
+        choices=PROFILES,
+        help="quick: one representative case per operator at fp32; full: every case at every dtype; "
+        "auto (matrix.yaml's `profile:`, default): quick for a plain run on a host without an accelerator",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -43,18 +53,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def _case_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds > 0")
+    if not (0 < value <= MAX_CASE_TIMEOUT_S and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, {MAX_CASE_TIMEOUT_S}]")
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's usage errors as one line (`portability run: error: ...; see --help`), exit code 2,
+    like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portability", description=DESCRIPTION)
+    parser = OneLineParser(prog="portability", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the matrix and write results + scorecard into --out")
     _add_filters(run)
@@ -63,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-serving", action="store_true", help="operator cases only")
     run.add_argument("--serving-only", action="store_true", help="Qwen3 serving only, no operator cases")
     run.add_argument(
-        "--engines", default="", help="serving engines (vllm,vllm-fl,hf), overriding matrix.yaml"
+        "--engines", default=None, help="serving engines (vllm,vllm-fl,hf), overriding matrix.yaml"
     )
     run.add_argument(
         "--model",
@@ -78,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--flaggems-exclude",
-        default="",
+        default=None,
         help="FlagGems functions left off in the flaggems serving cells (e.g. a bisection's culprits: mul), "
         "overriding serving.flaggems_exclude",
     )
@@ -97,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--case-timeout",
-        type=_positive_seconds,
+        type=_case_seconds,
         default=None,
         metavar="S",
         help="seconds one case may take, compile and autotune included, overriding perf.timeout_s (a warm "

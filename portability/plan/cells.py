@@ -18,6 +18,7 @@ from typing import Any
 from portability import devices
 from portability.catalog import load_catalog
 from portability.matrix.config import MatrixConfig
+from portability.plan import profile as profiles
 from portability.plan.case_id import CaseId
 from portability.registry import adapter_class
 from portability.results.rundir import RunDir, RunFileError
@@ -51,6 +52,7 @@ class Plan:
     timeout_s: float
     workers: int | str
     refused: list[tuple[CaseRequest, str]] = field(default_factory=list)  # never run, with the reason
+    profile: str = "full"  # quick | full (plan/profile.py)
 
     def cases_of(self, cell: Cell) -> list[CaseRequest]:
         return [c for c in self.cases if c.cell == cell.id]
@@ -155,7 +157,21 @@ def memory_refusal(case_bytes: int, free_bytes: int | None) -> str | None:
     )
 
 
-def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Plan:
+def operators_chosen(config: MatrixConfig, filters: Filters) -> bool:
+    """Whether the matrix or the command line narrowed the operators (then `auto` means `full`)."""
+    sel = config.operators
+    return bool(filters.ops or filters.tags or sel.include != "all" or sel.tags)
+
+
+def _compiles_each_case(cell: Cell) -> bool:
+    try:
+        return bool(getattr(adapter_class(cell.adapter), "compiles_each_case", False))
+    except Exception:  # the probe already recorded why the adapter cannot load
+        return False
+
+
+def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True, profile: str = "full") -> Plan:
+    """The cells (probed unless `probe` is False) and their cases under `profile` (plan/profile.py)."""
     cells: list[Cell] = []
     for b in config.backends.values():
         if filters.backends and b.name not in filters.backends:
@@ -172,6 +188,8 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
     if probe:
         cells = [probe_cell(c) for c in cells]
     ops = select_operators(config, filters)
+    chosen = operators_chosen(config, filters)
+    profile = profiles.resolve_profile(profile, cells, chosen)
     perf = config.perf
     cases: list[CaseRequest] = []
     refused: list[tuple[CaseRequest, str]] = []
@@ -183,11 +201,10 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
             free = devices.memory_stats(cell.device).get("free")
         except Exception:  # a device that cannot report memory is not refused anything
             free = None
-        for spec in ops:
-            for case in spec.cases:
-                for dtype in cell.dtypes:
-                    if dtype not in spec.dtypes:
-                        continue
+        cell_ops = profiles.operators_for_cell(ops, _compiles_each_case(cell), profile, chosen)
+        for spec in cell_ops:
+            for case in profiles.cases_of(spec, profile):
+                for dtype in profiles.dtypes_of(spec, cell.dtypes, profile):
                     tol = config.tolerance(
                         spec.name,
                         case.name,
@@ -219,4 +236,4 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         refused.append((request, why))
                     else:
                         cases.append(request)
-    return Plan(cells, cases, perf.timeout_s, perf.workers, refused)
+    return Plan(cells, cases, perf.timeout_s, perf.workers, refused, profile)

@@ -12,6 +12,7 @@ Loaded explicitly (`pytest -p portability.run.pytest_plugin`) by `portability.ru
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -28,6 +29,7 @@ from portability.results.rundir import RunDir
 from portability.results.status import FAILING, NEUTRAL
 from portability.results.store import ResultsUnwritable, ResultWriter, StaleRun, iter_results
 from portability.run.proctree import SESSION_PID_ENV, watch_parent
+from portability.scorecard.safe_text import visible
 
 # The session's exit code when a row could not be written (see run/session.py: EXIT_UNWRITABLE).
 EXIT_UNWRITABLE = 75
@@ -294,6 +296,7 @@ class _Progress:
         self.total = 0
         self.started = time.monotonic()
         self.is_worker = hasattr(config, "workerinput")
+        self.eta = _BytesEta(config) if not self.is_worker else None
         self.unwritten = ""
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -319,7 +322,9 @@ class _Progress:
             if row is None:
                 return
         self.done += 1
-        _print_progress(self.done, self.total, row, time.monotonic() - self.started)
+        elapsed = time.monotonic() - self.started
+        eta = self.eta.seconds(row, elapsed) if self.eta else None
+        _print_progress(self.done, self.total, row, elapsed, eta)
 
     def _row_for_dead_worker(self, report: pytest.TestReport) -> dict[str, Any] | None:
         out = Path(self.config.getoption("--portability-out"))
@@ -407,7 +412,54 @@ def _last_words(text: str, max_lines: int = 8) -> str:
     return " | ".join(lines[-max_lines:])[-1500:]
 
 
-def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) -> None:
+class _BytesEta:
+    """Time left, weighing each case by its input bytes: cost ~ (1 + bytes) ** k with k fitted on the
+    cases done so far (log-log least squares) but never below `MIN_EXPONENT`. Counting cases instead
+    said "eta 201s" for the last 12 minutes of a CPU sweep whose heavy bf16 GEMMs came last."""
+
+    # On this repository's 2-core CPU box (a quick-profile torch@cpu sweep, 486 cases from 4 B to 335 MB
+    # of input) k = 0.3-0.4 kept the estimate within about 40% of the real time left from the 100th case
+    # on, where counting cases said 20 s with 200 s left; the small cases that come first fit a flatter k.
+    MIN_EXPONENT = 0.35
+
+    def __init__(self, config: pytest.Config) -> None:
+        out = config.getoption("--portability-out")
+        cell = config.getoption("--portability-cell")
+        try:
+            cases = json.loads(RunDir(Path(out)).cells_plan.read_text())["cases"]
+            self.left = {
+                c["id"]: float(c.get("input_bytes") or 0) for c in cases if not cell or c["cell"] == cell
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            self.left = {}
+        self.done: list[tuple[float, float]] = []  # (input bytes, seconds) of finished cases
+
+    def seconds(self, row: dict[str, Any], elapsed: float) -> float | None:
+        size = self.left.pop(str(row.get("id")), None)
+        duration = row.get("duration_s")
+        if size is not None and isinstance(duration, (int, float)):
+            self.done.append((size, float(duration)))
+        if not self.left:
+            return 0.0
+        if len(self.done) < 10:
+            return None
+        k = max(self.MIN_EXPONENT, _log_log_slope(self.done))
+        spent = sum((1 + b) ** k for b, _ in self.done)
+        return elapsed * sum((1 + b) ** k for b in self.left.values()) / spent
+
+
+def _log_log_slope(points: list[tuple[float, float]]) -> float:
+    """The least-squares slope of log(seconds) over log(1 + bytes)."""
+    xs = [math.log1p(b) for b, _ in points]
+    ys = [math.log(max(t, 1e-4)) for _, t in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+
+
+def _print_progress(
+    done: int, total: int, row: dict[str, Any], elapsed: float, eta_s: float | None = None
+) -> None:
     width = 24
     filled = int(width * done / total) if total else width
     bar = "#" * filled + "-" * (width - filled)
@@ -417,15 +469,16 @@ def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) 
         extra = f" {row['latency_ms']:.3f}ms"
         if row.get("speedup") and str(row.get("backend")) != baseline_name():
             extra += f" x{row['speedup']:.2f}"
-    # Workers start on the heaviest cases (schedule.py) and spend their first seconds importing, so a
-    # linear extrapolation from the first rows is far off (an H100 sweep said 5,592 s at 12 of 3,709
-    # cases; it took 160 s): no figure before 5 % of the cases (at least 10) are done.
-    if done >= min(total, max(10, total // 20)) and done:
-        eta = f"eta {elapsed / done * (total - done):.0f}s"
+    # Workers start on the heaviest cases (schedule.py) and spend their first seconds importing, so an
+    # extrapolation from the first rows is far off (an H100 sweep said 5,592 s at 12 of 3,709 cases; it
+    # took 160 s): no figure before 5 % of the cases (at least 10) are done.
+    if eta_s is not None and done >= min(total, max(10, total // 20)):
+        eta = f"eta {eta_s:.0f}s"
     else:
         eta = "eta after the first cases"
+    names = " ".join(visible(row.get(k), 80) for k in ("cell", "op"))  # no escape codes on the terminal
     sys.stderr.write(
-        f"[{bar}] {done}/{total} {row.get('cell')} {row.get('op')} [{row.get('case')}] "
+        f"[{bar}] {done}/{total} {names} [{visible(row.get('case'), 80)}] "
         f"{row.get('dtype')}: {status}{extra}  ({eta})\n"
     )
     sys.stderr.flush()

@@ -11,7 +11,7 @@ from tabulate import tabulate
 from portability.results.status import FAILING, NEUTRAL, SYMBOL, legend
 from portability.scorecard import native_fails as native_check
 from portability.scorecard.flaggems_section import declared_support, under_test
-from portability.scorecard.safe_text import md_text
+from portability.scorecard.safe_text import md_code, md_text
 from portability.scorecard.serving_table import render_serving_table
 
 MAX_COMMENT_BYTES = 64 * 1024
@@ -112,8 +112,8 @@ def _header(run: dict[str, Any] | None) -> list[str]:
     head = [MARKER, "## FlagOS portability scorecard", ""]
     if run:
         head.append(
-            f"Host `{md_text(run.get('host'), 60)}` · {md_text(run.get('platform'), 80)} · "
-            f"wall {md_text(run.get('wall_s', '?'), 20)} s · `{md_text(run.get('command'), 200)}`"
+            f"Host {md_text(run.get('host'), 60)} · {md_text(run.get('platform'), 80)} · "
+            f"wall {md_text(run.get('wall_s', '?'), 20)} s · {md_text(run.get('command'), 200)}"
         )
         head.append("")
     return head
@@ -168,7 +168,7 @@ def verdict_line(data: dict[str, Any]) -> str:
 
 def _native_section(data: dict[str, Any], limit: int) -> list[str]:
     native = [
-        native_check.summary_line(c["cell"], c["native_check"], md_text)
+        native_check.summary_line(c["cell"], c["native_check"], md_code)
         for c in data["cells"]
         if c.get("native_check")
     ]
@@ -219,7 +219,7 @@ def _failure_line(r: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
+        f"- {md_code(r['cell'], 60)} {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
         f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}**"
         + (f" ({native_check.TAG})" if r.get(native_check.FIELD) else "")
         + f" — {md_text(r.get('reason'))}"
@@ -352,7 +352,7 @@ def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
         roof = c["perf"]["roofline"]
         if roof["no_work_model"]:
             details.append(
-                f"- `{md_text(c['cell'], 60)}` operators without a work model (no roofline): "
+                f"- {md_code(c['cell'], 60)} operators without a work model (no roofline): "
                 + md_text(", ".join(roof["no_work_model"]), cap=2_000)
             )
         if roof["by_op"]:
@@ -362,7 +362,7 @@ def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
         multi = c["perf"].get("multi_kernel_ops") or {}
         if multi:
             text = ", ".join(f"{op} {k:g}" for op, k in multi.items())
-            details.append(f"- `{md_text(c['cell'], 60)}` kernels per call above 1: {md_text(text)}")
+            details.append(f"- {md_code(c['cell'], 60)} kernels per call above 1: {md_text(text)}")
     if details:
         kept = _lines_within(details, limit // 8)
         more = len(details) - len(kept)
