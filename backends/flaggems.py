@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -41,6 +42,34 @@ def _import_flag_gems() -> Any:
         first_line = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
         _IMPORT_ERROR = f"flag_gems failed to initialise: {type(exc).__name__}: {first_line}"
     raise ImportError(_IMPORT_ERROR)
+
+
+class _CallLog(logging.Handler):
+    """FlagGems' call log, counted: every FlagGems function logs `GEMS <NAME>` at DEBUG on entry (what
+    `use_gems(record=True)` writes to a file). Counting the records in memory tells, per case, whether a
+    FlagGems function ran, without a file per case."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.calls = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.DEBUG:
+            self.calls += 1
+
+
+_CALL_LOG: _CallLog | None = None
+
+
+def _call_log() -> _CallLog:
+    global _CALL_LOG
+    if _CALL_LOG is None:
+        _CALL_LOG = _CallLog()
+        logger = logging.getLogger("flag_gems")
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(_CALL_LOG)
+        logger.propagate = False  # the records are counted here, never printed into a worker's log
+    return _CALL_LOG
 
 
 class FlagGemsAdapter(BackendAdapter):
@@ -88,6 +117,13 @@ class FlagGemsAdapter(BackendAdapter):
         if "flaggems" in op.impls or op.flaggems:
             return None
         return "FlagGems has no kernel for this operator"
+
+    def implements(self, op: OpSpec) -> bool:
+        return "flaggems" in op.impls or bool(op.flaggems)
+
+    def kernel_launches(self) -> int | None:
+        """FlagGems functions called so far in this process (its call log, see `_CallLog`)."""
+        return _call_log().calls
 
     @contextlib.contextmanager
     def route(self, op: OpSpec) -> Iterator[Callable[..., Any]]:

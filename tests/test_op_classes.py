@@ -102,3 +102,5 @@ def test_dtypes_a_flaggems_vendor_declares_unsupported_are_unsupported_not_failu
         "bf16": "unsupported",
     }
     assert all("declares no bf16 support" in r["reason"] for r in rows if r["dtype"] == "bf16")
+    # FlagGems' call log (the stub's `add` logs as FlagGems' does) proves its function ran for each case
+    assert all(r["routing"] == "launches" for r in rows if r["dtype"] == "fp32")

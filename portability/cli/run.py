@@ -13,6 +13,12 @@ from portability.cli.common import UsageError, load_config, parse_filters, split
 from portability.matrix.config import MatrixConfig
 from portability.results.rundir import RunDir
 
+# `portability run`'s exit codes (README, docs/statuses.md). Bad input is EXIT_USAGE (2), from cli/__init__.
+EXIT_ALL_PASS = 0  # nothing at or above --fail-on
+EXIT_FAILURES = 1  # cases (or cells, or serving rows) at or above --fail-on
+EXIT_INFRA = 3  # the harness or the machine failed (infra rows, a cell's pytest session died)
+FAIL_ON = ("fail", "error", "any", "never")
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from portability.plan.cells import build_plan
@@ -38,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
         _write_coverage(out)  # first: a run cut short still says what the catalog covers
-    run_plan(plan, out, resume=args.resume)
+    harness_code = run_plan(plan, out, resume=args.resume, reruns=args.reruns)
     stopped = None
     if config.serving and not args.no_serving:
         from portability.serving.runner import ServingStopped
@@ -56,7 +62,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     append_trend(out, Path(args.trend) if args.trend else RunDir(out).default_trend)
     sys.stderr.write(f"scorecard: {paths['markdown']} {paths['json']} {paths['junit']}\n")
-    return 128 + 15 if stopped else 0  # 143: ended by SIGTERM, as a shell reports it
+    if stopped:
+        return 128 + 15  # 143: ended by SIGTERM, as a shell reports it
+    code = run_exit_code(out, args.fail_on, harness_code)
+    sys.stderr.write(f"exit code {code} (--fail-on {args.fail_on}; 0 pass, 1 failures, 3 infrastructure)\n")
+    return code
+
+
+def run_exit_code(out: Path, fail_on: str, harness_code: int) -> int:
+    """0, EXIT_FAILURES or EXIT_INFRA for a finished run, from the same counts as the verdict line.
+
+    --fail-on fail: wrong results (`fail`, `flaky`) only; error (default): any failing status, a cell that
+    could not start, a failing serving row; any: also every other case that did not pass (fallback,
+    unsupported, skip, infra, not run); never: always 0. Failures win over infrastructure."""
+    from portability.results.status import FAILING
+    from portability.results.store import read_results
+    from portability.scorecard.markdown import verdict_counts
+    from portability.scorecard.summary import summarize
+
+    if fail_on == "never":
+        return EXIT_ALL_PASS
+    run_dir = RunDir(out)
+    plan = run_dir.read_json(run_dir.plan)
+    data = summarize(read_results(run_dir.results), plan["cases"] if plan else None)
+    tally = verdict_counts(data)
+    counts = tally["counts"]
+    bad_serving = any(r.get("status") in FAILING for r in data.get("serving", []))
+    failed = {
+        "fail": counts.get("fail", 0) + counts.get("flaky", 0) > 0,
+        "error": bool(tally["failing"] or tally["dead"] or bad_serving),
+        "any": bool(tally["failing"] or tally["dead"] or bad_serving or tally["not_passing"]),
+    }[fail_on]
+    if failed:
+        return EXIT_FAILURES
+    if harness_code not in (0, 1) or counts.get("infra"):
+        return EXIT_INFRA
+    return EXIT_ALL_PASS
 
 
 def _write_coverage(out: Path) -> None:

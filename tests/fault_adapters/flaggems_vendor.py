@@ -3,9 +3,31 @@ bf16/int64/fp64 support (FlagGems' own per-vendor flags, runtime.device.support_
 flag_gems cannot initialise, so its module is replaced by this stub; the adapter's code is the real one."""
 
 import contextlib
+import logging
 from types import SimpleNamespace
 
+import torch
 from portability.backends.flaggems import FlagGemsAdapter
+
+
+@contextlib.contextmanager
+def _use_gems(include):
+    """Like flag_gems.use_gems for `add`: its kernel registered over aten's CPU one while the context is
+    open, logging `GEMS ADD` at DEBUG on entry as FlagGems' functions do (the call log the adapter reads)."""
+    lib = torch.library.Library("aten", "IMPL")
+    log = logging.getLogger("flag_gems.ops.add")
+
+    def add(x, y, *, alpha=1):
+        log.debug("GEMS ADD")
+        return torch.sub(x, torch.neg(y) * alpha)
+
+    if "add" in include:
+        lib.impl("add.Tensor", add, "CPU")
+    try:
+        yield
+    finally:
+        lib._destroy()
+
 
 STUB = SimpleNamespace(
     device="cpu",
@@ -13,7 +35,7 @@ STUB = SimpleNamespace(
     runtime=SimpleNamespace(
         device=SimpleNamespace(support_fp64=False, support_bf16=False, support_int64=False)
     ),
-    use_gems=lambda include: contextlib.nullcontext(),
+    use_gems=_use_gems,
 )
 
 
