@@ -115,6 +115,17 @@ class BackendAdapter:
         the backend, and the case is `fallback`. The conformance kit checks that `route` reaches it."""
         return None
 
+    def counts_launches_of(self, op: OpSpec) -> bool:
+        """Whether `kernel_launches()` sees `op`'s kernels (default True). False: for this op the count
+        proves nothing, and routing rests on `implements()` alone."""
+        return True
+
+    @contextlib.contextmanager
+    def counting_launches(self) -> Iterator[None]:
+        """Open around the checked call only, never while timing: an adapter whose count has a cost
+        (FlagGems' call log) counts inside it only. Default: the count is always on."""
+        yield
+
     def unsupported_reason(self, op: OpSpec) -> str | None:
         """A reason this backend cannot run `op` at all (e.g. no kernel for it), or None."""
         return None

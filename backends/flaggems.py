@@ -10,7 +10,9 @@ vendor) the cell is unavailable with FlagGems' own error as the reason.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -66,10 +68,22 @@ def _call_log() -> _CallLog:
     if _CALL_LOG is None:
         _CALL_LOG = _CallLog()
         logger = logging.getLogger("flag_gems")
-        logger.setLevel(logging.DEBUG)
         logger.addHandler(_CALL_LOG)
         logger.propagate = False  # the records are counted here, never printed into a worker's log
     return _CALL_LOG
+
+
+@contextlib.contextmanager
+def _debug_records() -> Iterator[None]:
+    """FlagGems' DEBUG records on (they cost a log record per call: never while timing)."""
+    _call_log()
+    logger = logging.getLogger("flag_gems")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class FlagGemsAdapter(BackendAdapter):
@@ -122,8 +136,25 @@ class FlagGemsAdapter(BackendAdapter):
         return "flaggems" in op.impls or bool(op.flaggems)
 
     def kernel_launches(self) -> int | None:
-        """FlagGems functions called so far in this process (its call log, see `_CallLog`)."""
+        """FlagGems functions called inside `counting_launches` so far (its call log, see `_CallLog`)."""
         return _call_log().calls
+
+    def counting_launches(self) -> contextlib.AbstractContextManager[None]:
+        return _debug_records()
+
+    def counts_launches_of(self, op: OpSpec) -> bool:
+        """True where every FlagGems function of `op` logs its calls itself (a few do not in 5.0.2, e.g.
+        tril, arange; rms_norm logs in its autograd Function, which this source check cannot see): for
+        the others, and for fused `impls`, routing rests on `implements()`."""
+        return "flaggems" not in op.impls and bool(op.flaggems) and all(map(self._logs_calls, op.flaggems))
+
+    @functools.cache  # noqa: B019 - one adapter per worker process; names are few
+    def _logs_calls(self, name: str) -> bool:
+        fn = getattr(getattr(self._flag_gems(), "ops", None), name, None)
+        try:
+            return fn is not None and "logger.debug" in inspect.getsource(fn)
+        except (OSError, TypeError):
+            return False
 
     @contextlib.contextmanager
     def route(self, op: OpSpec) -> Iterator[Callable[..., Any]]:

@@ -181,7 +181,7 @@ def test_routing_reaches_the_backends_kernels(available, op, request: pytest.Fix
             pytest.skip(why + " (--allow-unverified-routing)")
         pytest.fail(why + ": implement kernel_launches() (or pass --allow-unverified-routing)")
     (args, kwargs), _ = reference(op, spec.cases[0].name, "fp32")
-    with available.route(spec) as impl:
+    with available.route(spec) as impl, available.counting_launches():
         impl(*_to(args, available.device), **_to(kwargs, available.device))
         available.synchronize()
     assert available.kernel_launches() > before, f"{op} ran, but none of {available.name}'s kernels did"

@@ -146,3 +146,14 @@ def test_empty_and_tiny_cases_stay_out_of_speedups():
     data = summarize(rows)
     assert data["cells"][0]["geomean_speedup"] == 0.5 and data["cells"][0]["faster_than_native"] == 0.0
     assert data["grid"]["op"]["x@cpu"]["geomean_speedup"] == 0.5
+
+
+def test_each_qwen3_spec_family_states_the_bug_classes_it_exercises():
+    from portability.catalog import load_catalog
+    from portability.spec import BUG_CLASSES
+
+    catalog = load_catalog()
+    for name in ("softmax", "log_softmax", "sum_dim", "argmax", "rms_norm", "silu", "add", "mul"):
+        assert catalog[name].exercises, f"{name} names no bug class"
+    for spec in catalog.values():
+        assert set(spec.exercises) <= set(BUG_CLASSES), (spec.name, spec.exercises)

@@ -432,7 +432,7 @@ def call_under_route(adapter: BackendAdapter, prepared: PreparedCase, req: CaseR
     """Stage 2: the call under test, and nothing else, inside the adapter's route."""
     spec, seed = prepared.spec, prepared.seed
     launches_before = adapter.kernel_launches()
-    with adapter.route(spec) as impl:
+    with adapter.route(spec) as impl, adapter.counting_launches():
         t0 = time.perf_counter()
         with perturbed_malloc(req.device):
             out = invoke(
@@ -470,7 +470,7 @@ def routing_evidence(adapter: BackendAdapter, spec: OpSpec, called: CallOutcome)
             "routing": "none",
             "fallback_reason": f"{native}: it declares no {spec.name} of its own",
         }
-    if called.own_launches is not None:
+    if called.own_launches is not None and adapter.counts_launches_of(spec):
         if called.own_launches > 0:
             return {**found, "routing": "launches"}
         why = f"{native}: none of its kernels ran during the call (kernel_launches() did not rise)"

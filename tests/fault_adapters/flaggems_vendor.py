@@ -9,18 +9,19 @@ from types import SimpleNamespace
 import torch
 from portability.backends.flaggems import FlagGemsAdapter
 
+logger = logging.getLogger("flag_gems.ops.add")
+
+
+def add(x, y, *, alpha=1):
+    """The stub's `add`: logs on entry at DEBUG as FlagGems' functions do (the adapter reads that)."""
+    logger.debug("GEMS ADD")
+    return torch.sub(x, torch.neg(y) * alpha)
+
 
 @contextlib.contextmanager
 def _use_gems(include):
-    """Like flag_gems.use_gems for `add`: its kernel registered over aten's CPU one while the context is
-    open, logging `GEMS ADD` at DEBUG on entry as FlagGems' functions do (the call log the adapter reads)."""
+    """Like flag_gems.use_gems for `add`: its kernel registered over aten's CPU one while open."""
     lib = torch.library.Library("aten", "IMPL")
-    log = logging.getLogger("flag_gems.ops.add")
-
-    def add(x, y, *, alpha=1):
-        log.debug("GEMS ADD")
-        return torch.sub(x, torch.neg(y) * alpha)
-
     if "add" in include:
         lib.impl("add.Tensor", add, "CPU")
     try:
@@ -36,6 +37,7 @@ STUB = SimpleNamespace(
         device=SimpleNamespace(support_fp64=False, support_bf16=False, support_int64=False)
     ),
     use_gems=_use_gems,
+    ops=SimpleNamespace(add=add),
 )
 
 
