@@ -86,6 +86,8 @@ import sys
 
 
 def test_adapter_keeps_the_contract():
+    # Fails until route() reaches your kernels for one of add/silu/softmax/rms_norm, implements() says so
+    # and kernel_launches() counts them: the kit never passes an adapter it could not check.
     cmd = [sys.executable, "-m", "portability", "conformance", "--backend", "{name}"]
     assert subprocess.run(cmd, check=False).returncode == 0
 """

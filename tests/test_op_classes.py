@@ -29,8 +29,9 @@ def class_rows(tmp_path_factory) -> dict[str, list[dict]]:
         "perf: {warmup: 1, repetitions: 3, budget_s: 0.1, timeout_s: 120}\n"
     )
     out = tmp_path_factory.mktemp("run")
-    proc = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--tags", "planted", env=SPECS)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ("--out", str(out), "--tags", "planted", "--reruns", "0")  # the bad_* ops fail on purpose
+    proc = run_cli("run", "--matrix", str(matrix), *args, env=SPECS)
+    assert proc.returncode == 1, proc.stderr[-3000:]
     by_op: dict[str, list[dict]] = {}
     for r in rows_of(out):
         by_op.setdefault(r["op"], []).append(r)

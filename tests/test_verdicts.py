@@ -77,6 +77,7 @@ def test_routing_harness_isolation_flaky_and_dead_cells_are_all_counted(tmp_path
     assert "**2 other case(s) did not pass:** 2 fallback (ran native torch" in md
     assert f"**1 cell(s) could not start:** {md_text('raisingprobe@cpu')}" in md, md[:1500]
     assert "↩" in md and "~" in md
+    assert f"Declared operators whose own code ran: {md_text('routesnothing@cpu')} 0 of 2." in md
     summary = {c["cell"]: c for c in json.loads((out / "scorecard.json").read_text())["cells"]}
     assert summary["routesnothing@cpu"]["own_code"] == {"declared": 2, "exercised": 0}
     assert summary["harnessops@cpu"]["own_code"] == {"declared": 2, "exercised": 2}

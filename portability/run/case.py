@@ -419,7 +419,7 @@ def prepare_case(req: CaseRequest, spec: OpSpec) -> PreparedCase:
             prepared.again_args, prepared.again_kwargs = _clone(args), _clone(kwargs)
         if kind == "backward":
             prepared.cotangents = cotangents(spec, inputs_cpu, req.dtype, seed, req.device)
-        if kind in ("functional", "out"):
+        if kind == "functional":  # out= buffers are the harness's: their dtype is not the backend's choice
             prepared.out_dtypes = output_dtypes(spec, inputs_cpu)
         if want is not None:
             poison_allocator(want, req.device, req.dtype)

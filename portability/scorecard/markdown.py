@@ -167,6 +167,13 @@ def verdict_line(data: dict[str, Any]) -> str:
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
             "`portability run --resume` finishes it)."
         )
+    short = [
+        f"{md_text(c['cell'], 60)} {c['own_code']['exercised']} of {c['own_code']['declared']}"
+        for c in data["cells"]
+        if c.get("own_code") and c["own_code"]["exercised"] < c["own_code"]["declared"]
+    ]
+    if short:
+        verdict += f" Declared operators whose own code ran: {', '.join(short)}."
     if tally["unavailable"]:
         verdict += f" {tally['unavailable']} cell(s) unavailable on this host (reasons in the table)."
     return verdict
