@@ -286,11 +286,12 @@ class OpSpec:
     kind:     functional / inplace / out / backward / random: see OpKind above.
     distribution: for random ops, what the output must be distributed as (portability.distributions).
     bytes / flops: models of the work done, for GB/s and TFLOP/s: callables (case, dtype, out) -> int.
-    exercises: which of BUG_CLASSES its cases exercise (checked against the names by tests/test_catalog).
+    exercises: which of BUG_CLASSES its cases exercise (names checked by tests/test_verdicts.py).
 
-    The output contract: shape and dtype must be what the spec's own call gives at the case dtype
-    (run/judge.py); values as `compare` says. Where a backend may legitimately differ from torch, the one
-    place that says so is `compare` (e.g. "values_of_indices": any index of a tie is accepted).
+    The output contract: the shape, and the dtype of the first and of every integer output, must be what
+    the spec's own call gives at the case dtype (run/case.py `check_dtypes`); values as `compare` says.
+    Where a backend may legitimately differ from torch, the one place that says so is `compare` (e.g.
+    "values_of_indices": any index of a tie is accepted).
     """
 
     name: str
