@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 
 from portability import devices
+from portability.perf.timing import DeviceTime, GraphTime, graph_replay_time, profiled_device_time
 from portability.spec import DTYPES, OpSpec
 
 
@@ -134,8 +135,30 @@ class BackendAdapter:
     def synchronize(self) -> None:
         devices.synchronize(self.device)
 
-    def time(self, fn: Callable[[], object], warmup: int, reps: int, budget_s: float = 0.0) -> devices.Timing:
-        return devices.time_fn(fn, self.device, warmup, reps, budget_s)
+    def time(
+        self,
+        fn: Callable[[], object],
+        warmup: int,
+        reps: int,
+        budget_s: float = 0.0,
+        flush: Callable[[], None] | None = None,
+    ) -> devices.Timing:
+        """Call time of `fn` (`latency_ms`: host dispatch included); `flush` runs before each repetition,
+        outside the timed region (cold cache)."""
+        return devices.time_fn(fn, self.device, warmup, reps, budget_s, flush)
+
+    def device_time(
+        self, fn: Callable[[], object], calls: int, flush: Callable[[], None] | None = None
+    ) -> DeviceTime | None:
+        """Device execution time of one call of `fn` (`device_ms`) and its kernel count, from the
+        profiler's device activity (the CPU: the aten operators' self time); None if it cannot tell."""
+        return profiled_device_time(fn, self.device, calls, flush)
+
+    def graph_time(
+        self, fn: Callable[[], object], reps: int, flush: Callable[[], None] | None = None
+    ) -> GraphTime | None:
+        """Per-call time of a captured device graph's replay (`graph_ms`); None where there are no graphs."""
+        return graph_replay_time(fn, self.device, reps, flush)
 
     def device_name(self) -> str:
         return devices.probe_device(self.device).name

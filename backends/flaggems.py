@@ -4,7 +4,10 @@ Inside `route(op)`, only the FlagGems functions named in the spec's `flaggems=` 
 (`flag_gems.use_gems(include=[...])`), so a case for `softmax` runs FlagGems' softmax kernel and
 nothing else of FlagGems. Fused operators with no aten equivalent use the spec's `impls["flaggems"]`.
 On a host where FlagGems cannot initialise (e.g. a CPU-only host: its device detection finds no
-vendor) the cell is unavailable with FlagGems' own error as the reason.
+vendor) the cell is unavailable with FlagGems' own error as the reason; so is a FlagGems whose API lacks
+what the adapter uses (probed on the package: portability/flaggems/features.py). Any FlagGems works:
+the one importable here, whichever its release or source; `versions()` names its version, and its git
+commit when it came from a source tree.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 from portability.backends.base import Availability, BackendAdapter
 
+from portability.flaggems.features import of_module
+from portability.flaggems.source import describe
 from portability.spec import DTYPES, OpSpec
 
 _IMPORT_ERROR: str | None = None
@@ -101,15 +106,20 @@ class FlagGemsAdapter(BackendAdapter):
             fg = self._flag_gems()
         except ImportError as exc:
             return Availability.unavailable(str(exc))
-        if fg.device != self.device_type:
+        fg_device = getattr(fg, "device", None)
+        if not isinstance(fg_device, str):
+            return Availability.unavailable("flag_gems names no device it detected (no flag_gems.device)")
+        if fg_device != self.device_type:
             return Availability.unavailable(
-                f"flag_gems detected vendor '{fg.vendor_name}' on device '{fg.device}', "
+                f"flag_gems detected vendor '{getattr(fg, 'vendor_name', '?')}' on device '{fg_device}', "
                 f"not '{self.device_type}'"
             )
-        return device
+        missing = of_module(fg).missing("per_op_context")
+        return Availability.unavailable(missing) if missing else device
 
     def versions(self) -> dict[str, str]:
         found = super().versions()
+        found.update(describe())  # the importable package's version (and commit), not another dist's
         try:
             found["flag_gems.vendor"] = self._flag_gems().vendor_name
         except Exception:
@@ -117,15 +127,10 @@ class FlagGemsAdapter(BackendAdapter):
         return found
 
     def supported_dtypes(self) -> set[str]:
-        dev = self._flag_gems().runtime.device
-        unsupported = set()
-        if not dev.support_fp64:
-            unsupported.add("fp64")
-        if not dev.support_bf16:
-            unsupported.add("bf16")
-        if not dev.support_int64:
-            unsupported.add("int64")
-        return set(DTYPES) - unsupported
+        """What FlagGems' device declares (flags it lacks: assumed supported, the cases then say)."""
+        dev = getattr(getattr(self._flag_gems(), "runtime", None), "device", None)
+        flags = {"fp64": "support_fp64", "bf16": "support_bf16", "int64": "support_int64"}
+        return set(DTYPES) - {dtype for dtype, flag in flags.items() if getattr(dev, flag, True) is False}
 
     def unsupported_reason(self, op: OpSpec) -> str | None:
         if "flaggems" in op.impls or op.flaggems:

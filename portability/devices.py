@@ -118,6 +118,7 @@ class Timing:
     p10_ms: float
     p90_ms: float
     reps: int
+    samples_ms: tuple[float, ...] = ()
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:
@@ -127,18 +128,30 @@ def _quantile(sorted_values: list[float], q: float) -> float:
 
 def summarize(samples_ms: list[float]) -> Timing:
     s = sorted(samples_ms)
-    return Timing(statistics.median(s), _quantile(s, 0.1), _quantile(s, 0.9), len(s))
+    return Timing(statistics.median(s), _quantile(s, 0.1), _quantile(s, 0.9), len(s), tuple(samples_ms))
 
 
-def time_fn(fn: Callable[[], object], device: str, warmup: int, reps: int, budget_s: float = 0.0) -> Timing:
-    """Median/p10/p90 latency of `fn` on `device`, warm-up excluded.
+def time_fn(
+    fn: Callable[[], object],
+    device: str,
+    warmup: int,
+    reps: int,
+    budget_s: float = 0.0,
+    flush: Callable[[], None] | None = None,
+) -> Timing:
+    """Median/p10/p90 call time (`latency_ms`) of `fn` on `device`, warm-up excluded: the time one call
+    takes as an eager caller sees it, the host's dispatch (Python included) as well as the device's work.
 
     GPUs and other accelerators: one pair of device events around each repetition (torch.Event is the
-    device-generic event type). CPU: time.perf_counter, a monotonic clock; there `budget_s` bounds the
-    time spent on one case (warm-up and repetitions stop once it is spent, after at least one timed
-    repetition), because a bf16 GEMM on a CPU can take a minute per call. We write this loop rather than
-    call triton.testing.do_bench because do_bench is CUDA-event based through Triton's active driver and
-    does not cover CPU or vendor devices whose Triton driver differs from their torch device module.
+    device-generic event type); warm (no `flush`), the calls are issued back to back as today, so a
+    µs-scale call measures how fast the host issues it. With `flush` (cold cache), each repetition first
+    writes the flush buffer and waits for the device, outside the events: the pair then spans one call
+    from an idle device, dispatch included. CPU: time.perf_counter, a monotonic clock; there `budget_s`
+    bounds the time spent on one case (warm-up and repetitions stop once it is spent, after at least one
+    timed repetition), because a bf16 GEMM on a CPU can take a minute per call. We write this loop rather
+    than call triton.testing.do_bench because do_bench is CUDA-event based through Triton's active driver
+    and does not cover CPU or vendor devices whose Triton driver differs from their torch device module;
+    it also measures device time only, which is `portability.perf.timing`'s other mode.
     """
     dtype = device_type_of(device)
     start_wall = time.perf_counter()
@@ -155,6 +168,8 @@ def time_fn(fn: Callable[[], object], device: str, warmup: int, reps: int, budge
     if dtype == "cpu":
         start_wall = time.perf_counter()
         for _ in range(reps):
+            if flush is not None:
+                flush()
             t0 = time.perf_counter()
             fn()
             samples.append((time.perf_counter() - t0) * 1e3)
@@ -166,6 +181,9 @@ def time_fn(fn: Callable[[], object], device: str, warmup: int, reps: int, budge
             for _ in range(reps)
         ]
         for begin, end in events:
+            if flush is not None:
+                flush()
+                synchronize(device)
             begin.record()
             fn()
             end.record()

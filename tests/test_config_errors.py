@@ -36,6 +36,18 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
     ("wrong version", "version: 2\n" + GOOD_BACKEND, 1, "version is 2, expected 1"),
     ("unknown adapter", "backends:\n  tpu:\n    adapter: tpu_magic\n", 3, "unknown adapter 'tpu_magic'"),
     ("unknown backend key", "backends:\n  torch:\n    adaptor: torch\n", 3, "unknown key 'adaptor'"),
+    (
+        "FlagGems source of no known form",
+        "backends:\n  flaggems:\n    options:\n      source: latest-please\n",
+        4,
+        "source is the string 'latest-please', expected pypi, installed, a version",
+    ),
+    (
+        "unknown flaggems option",
+        "backends:\n  flaggems:\n    options:\n      sauce: pypi\n",
+        4,
+        "unknown key 'sauce' in backends.flaggems.options, expected one of source, vllm_fl",
+    ),
     ("duplicate backend", "backends:\n  torch: {}\n  torch: {}\n", 3, "duplicate key 'torch'"),
     ("duplicate cell", "backends:\n  torch:\n    devices: [cpu, cuda, cpu]\n", 3, "duplicate cell torch@cpu"),
     ("devices not a list", "backends:\n  torch:\n    devices: 3\n", 3, "is the integer 3, expected a list"),
@@ -118,6 +130,13 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
         "warmup is -1, expected a finite number >= 0",
     ),
     ("unknown perf key", GOOD_BACKEND + "perf:\n  repeats: 5\n", 4, "unknown key 'repeats' in perf"),
+    (
+        "perf cache unknown",
+        GOOD_BACKEND + "perf:\n  cache: lukewarm\n",
+        4,
+        "cache is 'lukewarm', expected one of auto, cold, warm",
+    ),
+    ("perf repeat zero", GOOD_BACKEND + "perf:\n  repeat: 0\n", 4, "repeat is 0, expected a finite number"),
     ("workers a word", GOOD_BACKEND + "perf:\n  workers: many\n", 4, "workers is the string 'many'"),
     ("dtype a number", "backends:\n  torch:\n    dtypes: [16]\n", 3, "dtype 16 is the integer 16"),
     (

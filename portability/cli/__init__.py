@@ -4,11 +4,19 @@ error into one line on stderr and exit code 2, an interrupt into a hint to resum
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from portability.cli.common import EXIT_USAGE, UsageError
 from portability.cli.parser import build_parser
 from portability.matrix.config import ConfigError
+from portability.results.rundir import RunFileError
+from portability.results.store import ResultsUnwritable
+
+# The machine, not the input: a result or output file could not be written (out of space, read-only).
+# EX_TEMPFAIL: finished rows are kept, `portability run --resume` finishes the run once there is room.
+EXIT_INFRA = 75
+_UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,12 +26,23 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"{exc}\n")
         return EXIT_USAGE
-    except UsageError as exc:
+    except (UsageError, RunFileError) as exc:
         sys.stderr.write(f"portability: {exc}\n")
         return EXIT_USAGE
+    except ResultsUnwritable as exc:
+        sys.stderr.write(f"portability: infra: {exc}; every finished row is kept, {_RESUME_HINT}\n")
+        return EXIT_INFRA
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            raise
+        sys.stderr.write(f"portability: infra: {exc.filename or ''}: {exc.strerror}; {_RESUME_HINT}\n")
+        return EXIT_INFRA
     except KeyboardInterrupt:
         sys.stderr.write("portability: interrupted; finish with `portability run --resume --out DIR`\n")
         return 130
+
+
+_RESUME_HINT = "free space (or make it writable) and finish with `portability run --resume --out DIR`"
 
 
 if __name__ == "__main__":

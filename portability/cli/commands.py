@@ -8,9 +8,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from portability.cli.common import UsageError, load_config, parse_filters
+from portability.cli.common import UsageError, load_config, parse_filters, split_csv
 from portability.results.rundir import RunDir
+
+if TYPE_CHECKING:
+    from portability.ci.merge import MergeReport
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -52,13 +56,15 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 def cmd_coverage(args: argparse.Namespace) -> int:
     import json
 
-    from portability.coverage import measure, to_json
+    from portability.flaggems.coverage import measure, to_json
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.source import label
 
     if args.backend != "flaggems":
         raise UsageError(f"--backend: coverage is measured for 'flaggems', not '{args.backend}'")
     try:
         cov = measure()
-    except ModuleNotFoundError as exc:
+    except FlagGemsUnavailable as exc:
         raise UsageError(
             f"{exc}: install flag-gems (pip install --no-deps flag-gems) to measure coverage"
         ) from None
@@ -68,7 +74,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         return 0
     share = data["covered"] / data["registered"] if data["registered"] else 0
     print(
-        f"FlagGems registers {data['registered']} aten overloads; the catalog exercises {data['covered']} "
+        f"FlagGems {label(data['flag_gems'])} registers {data['registered']} aten overloads; "
+        f"the catalog exercises {data['covered']} "
         f"({share:.0%}), measured by dispatching each spec on the CPU."
     )
     where = "FlagGems' live registry" if data["registry"] == "live" else "the installed package's table"
@@ -82,6 +89,32 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     )
     if data["broken_specs"]:
         print("Specs that raised on the CPU (they cover nothing): " + ", ".join(data["broken_specs"]))
+    return 0
+
+
+def cmd_vendors(args: argparse.Namespace) -> int:
+    import json
+
+    from portability.flaggems.package import FlagGemsUnavailable
+    from portability.flaggems.vendors import VLLM_FL_CONFIG_DIR, markdown, read_declared_support, to_json
+
+    tree = Path(args.vllm_fl) if args.vllm_fl else None
+    if (
+        tree is not None
+        and not any((tree / VLLM_FL_CONFIG_DIR).glob("*.yaml"))
+        and not any(tree.glob("*.yaml"))
+    ):
+        raise UsageError(
+            f"--vllm-fl: {tree} has no {VLLM_FL_CONFIG_DIR}/*.yaml, expected a vllm-plugin-FL tree"
+        )
+    try:
+        support = read_declared_support(vllm_fl=tree)
+    except FlagGemsUnavailable as exc:
+        raise UsageError(f"{exc}: install flag-gems to read what its vendor backends declare") from None
+    if args.json:
+        print(json.dumps(to_json(support), indent=1))
+    else:
+        print("\n".join(["## Declared support per vendor", "", *markdown(support)]))
     return 0
 
 
@@ -144,9 +177,38 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_ci_matrix(args: argparse.Namespace) -> int:
     import json
 
-    from portability.ci.merge import ci_matrix
+    from portability.ci.jobs import ci_matrix, parse_runner_labels
 
-    print(json.dumps(ci_matrix(load_config(args.matrix))))
+    cells = [] if args.cells.strip() == "all" else list(split_csv(args.cells))
+    try:
+        runners = parse_runner_labels(args.runners)
+    except ValueError as exc:
+        raise UsageError(f"--runners: {exc}") from None
+    try:
+        jobs = ci_matrix(load_config(args.matrix), cells, runners)
+    except ValueError as exc:
+        raise UsageError(f"--cells: {exc}") from None
+    print(json.dumps(jobs))
+    return 0
+
+
+def cmd_changed_ops(args: argparse.Namespace) -> int:
+    from portability.catalog import load_catalog
+    from portability.ci.changed import changed_in_git
+
+    source = Path(args.source)
+    if not (source / ".git").exists():
+        raise UsageError(
+            f"--source {source}: not a git checkout, expected the pull request's FlagGems checkout"
+        )
+    try:
+        selection = changed_in_git(source, args.base, load_catalog)
+    except ValueError as exc:
+        raise UsageError(f"--base: {exc}") from None
+    sys.stderr.write(f"operators: {selection.reason}\n")
+    for module, path in selection.unexercised.items():
+        sys.stderr.write(f"  {module} ({path}): no catalog spec exercises it\n")
+    print(selection.ops_argument())
     return 0
 
 
@@ -154,28 +216,61 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from portability.ci.merge import merge
     from portability.scorecard.write import write_scorecard
 
+    expected = list(split_csv(args.expected_cells))
+    bad = [c for c in expected if c.count("@") != 1 or c.startswith("@") or c.endswith("@")]
+    if bad:
+        raise UsageError(
+            f"--expected-cells: {', '.join(bad)}, expected backend@device cells (e.g. flaggems@cuda)"
+        )
+    if not args.shards and not expected:
+        raise UsageError("no shard to merge, expected run directories (or --expected-cells)")
     shards = [Path(s) for s in args.shards]
     for shard in shards:
         if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
+    from portability.results.store import read_results, version_differences
+
+    for line in version_differences({str(s): read_results(s) for s in shards}):
+        sys.stderr.write(f"portability: merge: {line}\n")  # one cell, two builds: said, not hidden
     out = Path(args.out)
-    report = merge(shards, out)
+    report = merge(shards, out, expected)
     write_scorecard(out)
+    _report_merge(report, len(shards), out)
+    return 0
+
+
+def _report_merge(report: MergeReport, n_shards: int, out: Path) -> None:
     sys.stderr.write(
-        f"merged {len(shards)} shard(s): {report.rows} rows, {len(report.duplicates)} duplicate(s), "
+        f"merged {n_shards} shard(s): {report.rows} rows, {len(report.duplicates)} duplicate(s), "
         f"{len(report.conflicts)} conflict(s) (listed in {RunDir(out).merge_report})\n"
     )
     for conflict in report.conflicts[:20]:
         sys.stderr.write(f"  conflict: {conflict}\n")
-    return 0
+    if report.missing_cells:
+        sys.stderr.write(
+            f"{len(report.missing_cells)} expected cell(s) had no shard, reported not run: "
+            f"{', '.join(report.missing_cells)}\n"
+        )
+    for shard in report.without_run_info:
+        sys.stderr.write(
+            f"{shard}: no run.json (the run was cut short): its unrun cases are reported not run\n"
+        )
+    for shard in report.without_plan:
+        sys.stderr.write(f"{shard}: no plan.json: cases it planned but never ran cannot be named\n")
+    for pkg, by_version in report.version_mismatches.items():
+        found = "; ".join(f"{version} in {', '.join(shards)}" for version, shards in by_version.items())
+        sys.stderr.write(f"shards ran different versions of {pkg}: {found}\n")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
     from portability.ci.diff import diff_runs
+    from portability.results.store import read_results
 
     for path in (args.base, args.new):
         if not Path(path).exists():
             raise UsageError(f"{path}: no such run directory or results file")
+        if not any(r["kind"] == "op" for r in read_results(Path(path))):
+            raise UsageError(f"{path}: no operator results to compare, expected a run with operator rows")
     result, markdown = diff_runs(Path(args.base), Path(args.new))
     if args.out:
         Path(args.out).write_text(markdown)

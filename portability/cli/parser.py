@@ -7,6 +7,7 @@ import argparse
 import math
 
 from portability.cli.commands import (
+    cmd_changed_ops,
     cmd_ci_matrix,
     cmd_conformance,
     cmd_coverage,
@@ -16,6 +17,7 @@ from portability.cli.commands import (
     cmd_new_adapter,
     cmd_report,
     cmd_scorecard,
+    cmd_vendors,
 )
 from portability.cli.run import FAIL_ON, cmd_run
 
@@ -91,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
         "overriding serving.flaggems_exclude",
     )
     run.add_argument(
+        "--allow-mismatched-pair",
+        action="store_true",
+        help="serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares "
+        "(the row says so), overriding serving.allow_mismatched_pair",
+    )
+    run.add_argument(
         "--workers",
         type=_positive_int,
         default=None,
@@ -119,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="re-run each failing or crashing case up to N times in a fresh worker before reporting it; "
         "one that then passes is `flaky` (default 1; timeouts are not re-run)",
+    )
+    run.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="run each case's timing N times and report its coefficient of variation (latency_cv, "
+        "device_cv), overriding perf.repeat; `portability diff` takes its noise threshold from it",
     )
     run.add_argument(
         "--trend", default=None, help="append this run's summary here (default: OUT/../trend.jsonl)"
@@ -157,10 +173,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
     cim.add_argument("--matrix", default="matrix.yaml")
+    cim.add_argument("--cells", default="all", help="backend@device cells, comma-separated, or all")
+    cim.add_argument("--runners", default="", help="runner label per device type: cuda=hopper,npu=ascend")
     cim.set_defaults(func=cmd_ci_matrix)
+    chg = sub.add_parser(
+        "changed-ops", help="the operators a FlagGems pull request touches, for run --ops (all / none / list)"
+    )
+    chg.add_argument("--source", required=True, help="the pull request's FlagGems git checkout")
+    chg.add_argument("--base", required=True, help="the pull request's base commit (or branch)")
+    chg.set_defaults(func=cmd_changed_ops)
     mrg = sub.add_parser("merge", help="merge run directories from several machines into one scorecard")
-    mrg.add_argument("shards", nargs="+", help="run directories (or results.jsonl files)")
+    mrg.add_argument("shards", nargs="*", help="run directories (or results.jsonl files)")
     mrg.add_argument("--out", required=True)
+    mrg.add_argument(
+        "--expected-cells",
+        default="",
+        help="backend@device cells the shards should hold (a CI matrix's): one without a shard is not run",
+    )
     mrg.set_defaults(func=cmd_merge)
     dif = sub.add_parser(
         "diff", help="regressions and improvements of NEW against BASE (PR-comment Markdown)"
@@ -174,4 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--backend", default="flaggems")
     cov.add_argument("--json", action="store_true", help="machine-readable output")
     cov.set_defaults(func=cmd_coverage)
+    ven = sub.add_parser(
+        "vendors", help="what each vendor backend of the installed FlagGems declares (no hardware needed)"
+    )
+    ven.add_argument("--vllm-fl", default=None, help="a vllm-plugin-FL tree: add its per-vendor blacklists")
+    ven.add_argument("--json", action="store_true", help="machine-readable output")
+    ven.set_defaults(func=cmd_vendors)
     return parser

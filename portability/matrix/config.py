@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from portability.devices import DEVICE_TYPES
+from portability.flaggems.source import SOURCE_FORMS, source_problem
 from portability.matrix.yaml_lines import ConfigError, Path_, Validator, kind_of, read_yaml
+from portability.perf.cache import CACHE_SETTINGS
 from portability.registry import BUILTIN_ADAPTERS
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
@@ -60,6 +62,8 @@ class PerfSettings:
     budget_s: float = 2.0  # CPU: stop timing one case after this long (at least 3 repetitions)
     timeout_s: float = 300.0  # one case, compile/autotune included
     workers: int | str = "auto"  # pytest-xdist workers per cell; auto: one per device (1 on cpu)
+    cache: str = "auto"  # cold | warm | auto (cold for memory-bound cases): see portability/perf/cache.py
+    repeat: int = 1  # run each case's timing this many times and report its coefficient of variation
 
 
 @dataclass
@@ -106,6 +110,9 @@ class MatrixConfig:
 
 TOP_KEYS = ("version", "backends", "operators", "tolerances", "perf", "serving")
 BACKEND_KEYS = ("adapter", "devices", "dtypes", "options", "env")
+# the flaggems adapter's options: what `nox -s matrix` installs, and a vllm-plugin-FL tree whose
+# per-vendor blacklists join the scorecard's declared-support view
+FLAGGEMS_OPTIONS = ("source", "vllm_fl")
 
 
 def load_matrix(
@@ -180,6 +187,8 @@ def _backends(
             body.get("dtypes", ["fp32", "fp16", "bf16"]), (*p, "dtypes"), tuple(DTYPES), "dtype"
         )
         options = v.mapping(body.get("options", {}) or {}, (*p, "options"))
+        if adapter == "flaggems":
+            _flaggems_options(v, options, (*p, "options"))
         env = v.mapping(body.get("env", {}) or {}, (*p, "env"))
         for k, val in env.items():
             if not isinstance(val, (str, int, float)) or isinstance(val, bool):
@@ -188,6 +197,14 @@ def _backends(
             name, adapter, devices, dtypes, options, {k: str(x) for k, x in env.items()}
         )
     return out
+
+
+def _flaggems_options(v: Validator, options: dict[str, Any], p: Path_) -> None:
+    v.mapping(options, p, FLAGGEMS_OPTIONS)
+    if "source" in options and source_problem(options["source"]):
+        v.error((*p, "source"), f"source is {kind_of(options['source'])}", SOURCE_FORMS)
+    if "vllm_fl" in options and not isinstance(options["vllm_fl"], str):
+        v.error((*p, "vllm_fl"), f"vllm_fl is {kind_of(options['vllm_fl'])}", "a vllm-plugin-FL tree's path")
 
 
 def _operators(
@@ -240,7 +257,8 @@ def _tolerances(
 
 
 def _perf(v: Validator, value: Any) -> PerfSettings:
-    block = v.mapping(value or {}, ("perf",), ("warmup", "repetitions", "budget_s", "timeout_s", "workers"))
+    keys = ("warmup", "repetitions", "budget_s", "timeout_s", "workers", "cache", "repeat")
+    block = v.mapping(value or {}, ("perf",), keys)
     p = PerfSettings()
     if "warmup" in block:
         p.warmup = int(v.number(block["warmup"], ("perf", "warmup"), integer=True))
@@ -254,4 +272,10 @@ def _perf(v: Validator, value: Any) -> PerfSettings:
         w = block["workers"]
         if w != "auto":
             p.workers = int(v.number(w, ("perf", "workers"), minimum=1, integer=True))
+    if "cache" in block:
+        if block["cache"] not in CACHE_SETTINGS:
+            v.error(("perf", "cache"), f"cache is {block['cache']!r}", f"one of {', '.join(CACHE_SETTINGS)}")
+        p.cache = block["cache"]
+    if "repeat" in block:
+        p.repeat = int(v.number(block["repeat"], ("perf", "repeat"), minimum=1, integer=True))
     return p

@@ -7,6 +7,8 @@ adapter itself fails to import), so a scorecard always shows the whole declared 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -52,10 +54,17 @@ class Plan:
     def cases_of(self, cell: Cell) -> list[CaseRequest]:
         return [c for c in self.cases if c.cell == cell.id]
 
+    def fingerprint(self) -> str:
+        """What identifies the plan: its case ids, those refused at plan time included (free memory may
+        differ between a run and its resume; the cases do not). Rows carry it as `plan`."""
+        ids = sorted({c.id for c in self.cases} | {req.id for req, _ in self.refused})
+        return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
     def write(self, path: Path) -> None:
         path.write_text(
             json.dumps(
                 {
+                    "fingerprint": self.fingerprint(),
                     "cells": [asdict(c) for c in self.cells],
                     "cases": [asdict(c) for c in self.cases],
                     "timeout_s": self.timeout_s,
@@ -111,6 +120,8 @@ def probe_cell(cell: Cell) -> Cell:
             cell.device_count = max(1, devices.probe_device(cell.device).count)
         else:
             cell.status, cell.reason = "unavailable", found.reason
+            with contextlib.suppress(Exception):  # which version was unavailable is worth saying too
+                cell.versions = adapter.versions()
     except Exception as exc:  # an adapter that cannot even import is an error of that cell, not of ops
         cell.status, cell.reason = "error", f"adapter failed to load: {type(exc).__name__}: {exc}"
     finally:
@@ -193,6 +204,8 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         repetitions=perf.repetitions,
                         budget_s=perf.budget_s,
                         input_bytes=case.input_bytes(dtype),
+                        cache=perf.cache,
+                        repeat=perf.repeat,
                     )
                     why = memory_refusal(request.input_bytes, free)
                     if why:

@@ -14,6 +14,7 @@ import torch
 from portability.backends.base import BackendAdapter
 from portability.catalog import load_catalog
 from portability.matrix.config import Tolerance
+from portability.perf import measure as perf
 from portability.run.judge import Check, check_output, flatten
 from portability.run.poison import perturbed_malloc, poison_allocator
 from portability.spec import DTYPES, Case, CaseUnavailable, OpSpec, TargetDevice, case_seed, make_inputs
@@ -40,6 +41,9 @@ class CaseRequest:
     budget_s: float
     #: bytes of the case's inputs at its dtype: the cost estimate that orders cases across workers
     input_bytes: int = 0
+    #: perf.cache (auto | cold | warm) and how many times the timing runs (--repeat, for its noise)
+    cache: str = "auto"
+    repeat: int = 1
 
     def identity(self) -> dict[str, Any]:
         """The fields that name this case in a result row."""
@@ -510,41 +514,22 @@ def time_case(
     prepared: PreparedCase,
     called: CallOutcome,
 ) -> dict[str, Any]:
-    """Stage 4: latency under the adapter's route, the baseline's under its own, and the figures
-    derived from them."""
+    """Stage 4 (portability/perf/measure.py): call time and device time under the adapter's route, the
+    baseline's under its own, in the case's cache state, `req.repeat` times; the figures derived from
+    them (speedups in both modes, achieved rates, roofline_pct)."""
     spec, seed, out_buf = prepared.spec, prepared.seed, prepared.out_buf
     args, kwargs = prepared.args, prepared.kwargs
+    work = perf.work_of(spec, prepared.case, req.dtype, called.out)
+    settings = perf.settings_for(req, work)
     with adapter.route(spec) as impl:
-        timing = adapter.time(
-            _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf),
-            req.warmup,
-            req.repetitions,
-            req.budget_s,
-        )
-    figures: dict[str, Any] = {
-        "latency_ms": timing.median_ms,
-        "latency_p10_ms": timing.p10_ms,
-        "latency_p90_ms": timing.p90_ms,
-        "reps": timing.reps,
-        "compile_s": max(0.0, called.first_call_s - timing.median_ms / 1e3),
-        "baseline_ms": timing.median_ms,
-    }
+        mine = perf.measure_call(adapter, _bind(spec, impl, args, kwargs, req.dtype, seed, out_buf), settings)
+    base = None
     if baseline is not None:
         with baseline.route(spec) as base_impl:
-            base = baseline.time(
-                _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf),
-                req.warmup,
-                req.repetitions,
-                req.budget_s,
-            )
-        figures["baseline_ms"] = base.median_ms
-    if timing.median_ms > 0:
-        figures["speedup"] = figures["baseline_ms"] / timing.median_ms
-        seconds = timing.median_ms / 1e3
-        if spec.bytes is not None:
-            figures["gbps"] = spec.bytes(prepared.case, req.dtype, called.out) / seconds / 1e9
-        if spec.flops is not None:
-            figures["tflops"] = spec.flops(prepared.case, req.dtype, called.out) / seconds / 1e12
+            base_call = _bind(spec, base_impl, args, kwargs, req.dtype, seed, out_buf)
+            base = perf.measure_call(baseline, base_call, settings)
+    figures = perf.row_fields(mine, base, work, settings, req.dtype)
+    figures["compile_s"] = max(0.0, called.first_call_s - mine.latency.median_ms / 1e3)
     return figures
 
 

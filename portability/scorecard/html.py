@@ -18,7 +18,7 @@ from typing import Any
 
 from portability.results.rundir import RunDir
 from portability.results.status import PLOT_MARK, SYMBOL
-from portability.results.store import read_results
+from portability.results.store import planned_cases, read_results
 from portability.scorecard.summary import summarize
 
 
@@ -113,8 +113,9 @@ def trend_plot(lines: list[dict[str, Any]]) -> str | None:
 
 
 def write_report(run_dir: Path, out: Path, trend: Path | None = None) -> Path:
-    plan = RunDir(run_dir).read_json(RunDir(run_dir).plan)
-    data = summarize(read_results(run_dir), plan["cases"] if plan else None)
+    plan_file = RunDir(run_dir).plan
+    planned, fingerprint = planned_cases(RunDir(run_dir).read_json(plan_file), plan_file)
+    data = summarize(read_results(run_dir, fingerprint), planned)
     esc = html.escape
     rows = ""
     for c in data["cells"]:

@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from portability.results.status import FAILING, NEUTRAL, SYMBOL, legend
 from portability.scorecard import native_fails as native_check
+from portability.scorecard.flaggems_section import declared_support, under_test
 from portability.scorecard.safe_text import md_text
 from portability.scorecard.serving_table import render_serving_table
 
@@ -83,13 +84,18 @@ def render_markdown(
     a count), the operator grid (collapsed into <details>, then left out), the coverage list, the cells
     table (whole rows, with a count). The title, the verdict line and the cells table's head always stay."""
     head = _header(run)
+    flaggems = under_test(data)
+    if flaggems:
+        head += [flaggems, ""]
     verdict = verdict_line(data)
     head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
     cells_table = _fit_table(
         [_cell_row(c) for c in data["cells"]], CELL_HEADERS, max(2_000, limit // 2 - head_bytes), "cells"
     )
     sections = [*head, verdict, "", "### Cells", "", cells_table, ""]
+    sections += _perf_section(data, limit)
     sections += _native_section(data, limit) + _serving_section(data, limit) + _coverage_section(data, limit)
+    sections += declared_support(data, limit // 8)
     text = _with_grid_and_failures("\n".join(sections), data, limit)
     if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
         text = (
@@ -116,7 +122,7 @@ def _header(run: dict[str, Any] | None) -> list[str]:
 
 def _cell_row(c: dict[str, Any]) -> list[Any]:
     """One line of the cells table: the counts of a cell that ran, or why it did not."""
-    if c["state"] in ("unavailable", "error"):
+    if c["state"] in ("unavailable", "error", "infra"):  # infra: no shard arrived (ci/merge.py)
         reason = f"{c['state']}: {md_text(c['reason'])}"
         return [md_text(c["cell"], 60), md_text(c["device_name"] or "—", 40), reason, *[""] * 6]
     counts = c["counts"]
@@ -162,6 +168,9 @@ def verdict_line(data: dict[str, Any]) -> str:
     bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
     if bad_serving:
         verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
+    cells_not_run = [c["cell"] for c in data["cells"] if c["state"] == "infra"]
+    if cells_not_run:
+        verdict += f" **{len(cells_not_run)} cell(s) not run** ({md_text(', '.join(cells_not_run), 200)})."
     if data.get("not_run"):
         verdict += (
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
@@ -176,6 +185,8 @@ def verdict_line(data: dict[str, Any]) -> str:
         verdict += f" Declared operators whose own code ran: {', '.join(short)}."
     if tally["unavailable"]:
         verdict += f" {tally['unavailable']} cell(s) unavailable on this host (reasons in the table)."
+    if data.get("interrupted"):  # run.json says a signal stopped the run: never read as a finished run
+        verdict += f" **The run was interrupted ({md_text(data['interrupted'], 20)}).**"
     return verdict
 
 
@@ -325,3 +336,96 @@ def _registry_words(cov: dict) -> str:
     if cov.get("registry") == "live":
         return md_text(f"live registry, {cov.get('registry_note', '')}".rstrip(", "))
     return "the installed package's table"
+
+
+PERF_HEADERS = [
+    "cell",
+    "cache",
+    "geomean call / device",
+    "fast_0.8",
+    "fast_1.0",
+    "fast_1.5",
+    "roofline p10 / median / p90",
+    "≥ 50 % of roof",
+    "CV median",
+]
+
+
+def _pct(value: float | None) -> str:
+    return f"{value:.0%}" if value is not None else "–"
+
+
+def _both(figures: dict[str, Any], p: str) -> str:
+    """fast_p in call-time / device-time mode."""
+    fast = figures["fast_p"]
+    return f"{_pct(fast['latency'][p])} / {_pct(fast['device'][p])}"
+
+
+def _perf_row(cell: dict[str, Any], baseline: str) -> list[str]:
+    f = cell["perf"]
+    native = cell["backend"] == baseline  # its speedups are 1 by definition: only its roofline says much
+    gm_l, gm_d = f["geomean_latency_speedup"], f["geomean_device_speedup"]
+    q = f["roofline"]["quantiles"]
+    noise = f.get("noise") or {}
+    return [
+        md_text(cell["cell"], 60),
+        ", ".join(f"{k} {v}" for k, v in sorted(f["cache"].items())) or "–",
+        "native" if native else f"{f'{gm_l:.2f}x' if gm_l else '–'} / {f'{gm_d:.2f}x' if gm_d else '–'}",
+        *(["–"] * 3 if native else [_both(f, "0.8"), _both(f, "1"), _both(f, "1.5")]),
+        f"{q['p10']:.0f} / {q['median']:.0f} / {q['p90']:.0f} %" if q else "–",
+        _pct(f["roofline"]["within_50pct"]),
+        _pct(noise.get("median_cv")) if noise else "–",
+    ]
+
+
+def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
+    """Both timing modes, fast_p, the roofline and the noise per cell; the operators without a work model
+    and the per-operator median roofline_pct, collapsed (at most an eighth of the comment)."""
+    from portability.perf.figures import NONTRIVIAL_MS
+    from portability.registry import baseline_name
+
+    cells = [c for c in data["cells"] if c.get("perf") and c["perf"]["timed"]]
+    if not cells:
+        return []
+    lines = [
+        "### Performance: call time and device time",
+        "",
+        "_Call time_ (`latency_ms`): one call as an eager caller sees it, host dispatch (Python included) "
+        "and device work. _Device time_ (`device_ms`): the device's execution of the call only (profiler "
+        "device activity; on the CPU the aten operators' self time). Geomeans over passing cases with at "
+        f"least {NONTRIVIAL_MS * 1e3:g} µs of native device time; fast_p: share of the cases run that are "
+        "correct and at least p× native (call / device); roofline_pct: the bound of the case's work model "
+        "on the measured peaks over its device time.",
+        "",
+        tabulate([_perf_row(c, baseline_name()) for c in cells], headers=PERF_HEADERS, tablefmt="github"),
+        "",
+    ]
+    details: list[str] = []
+    for c in cells:
+        roof = c["perf"]["roofline"]
+        if roof["no_work_model"]:
+            details.append(
+                f"- `{md_text(c['cell'], 60)}` operators without a work model (no roofline): "
+                + md_text(", ".join(roof["no_work_model"]), cap=2_000)
+            )
+        if roof["by_op"]:
+            per_op = ", ".join(f"{op} {v:.0f} %" for op, v in roof["by_op"].items())
+            cell = md_text(c["cell"], 60)
+            details.append(f"- `{cell}` median roofline_pct per operator: {md_text(per_op)}")
+        multi = c["perf"].get("multi_kernel_ops") or {}
+        if multi:
+            text = ", ".join(f"{op} {k:g}" for op, k in multi.items())
+            details.append(f"- `{md_text(c['cell'], 60)}` kernels per call above 1: {md_text(text)}")
+    if details:
+        kept = _lines_within(details, limit // 8)
+        more = len(details) - len(kept)
+        lines += [
+            "<details><summary>Roofline per operator, operators without a work model</summary>",
+            "",
+            *kept,
+            *([f"- … {more} more lines in scorecard.json"] if more else []),
+            "",
+            "</details>",
+            "",
+        ]
+    return lines

@@ -8,6 +8,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Any
 
+from portability.perf.figures import cell_figures
 from portability.results.status import FAILING, verdict
 from portability.results.store import latest_by_id
 from portability.scorecard import native_fails as native_check
@@ -97,6 +98,7 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
                 if speedups
                 else None,
                 "compile_s": round(sum(r.get("compile_s") or 0 for r in rs), 2),
+                "perf": cell_figures(rs),  # both timing modes, fast_p, roofline, noise (perf/figures.py)
                 "not_run": sum(not_run[cell_id].values()),
                 "own_code": _own_code_coverage(rs),
                 "native_check": native.get(cell_id),

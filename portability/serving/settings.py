@@ -17,6 +17,10 @@ THROUGHPUT_WEIGHTS = ("dummy", "synthetic")
 GATE_WEIGHTS = ("synthetic",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
+# Keys of issue #18 (pairing, throughput gate, step profile, tensor parallelism), checked apart in
+# `_validate_issue18_keys` so that validate_serving's move onto the matrix Validator can take them as a block.
+ISSUE18_KEYS = ("min_throughput_ratio", "allow_mismatched_pair", "profile", "tensor_parallel_size")
+
 KEYS = (
     "engines",
     "backends",
@@ -42,6 +46,7 @@ KEYS = (
     "bisect_ops",
     "flaggems_exclude",
     "seed",
+    *ISSUE18_KEYS,
 )
 GATE_KEYS = ("max_abs_logprob_diff", "mean_kl", "prompts", "prompt_len", "top_k", "dtype")
 WEIGHTS_KEYS = ("throughput", "gate")
@@ -96,6 +101,15 @@ class ServingSettings:
     #: earlier bisection's culprits, to measure the rest of FlagGems; the bisection searches the others
     flaggems_exclude: list[str] = field(default_factory=list)
     seed: int = 0
+    #: the throughput gate: a cell passes only at >= this share of the torch cell's output tok/s (same
+    #: engine, mode, device, tensor parallelism and settings), beside the logprob gate
+    min_throughput_ratio: float = 0.8
+    #: serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares (labelled)
+    allow_mismatched_pair: bool = False
+    #: profile one steady-state prefill and decode step per cell (engines that can) and attribute the gap
+    profile: bool = True
+    #: tensor-parallel sizes, crossed with the cells
+    tensor_parallel_size: list[int] = field(default_factory=lambda: [1])
 
     @property
     def real_weights(self) -> bool:
@@ -273,4 +287,26 @@ def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | N
         s.gate.dtype = gate["dtype"]
     if s.gate.prompt_len < 2:
         error(("gate", "prompt_len"), f"prompt_len is {s.gate.prompt_len}", "at least 2 (one prediction)")
+    _validate_issue18_keys(block, s, error)
     return s
+
+
+def _validate_issue18_keys(block: dict[str, Any], s: ServingSettings, error: Error) -> None:
+    """min_throughput_ratio, allow_mismatched_pair, profile, tensor_parallel_size."""
+    if (v := _positive_number(block, "min_throughput_ratio", error)) is not None:
+        s.min_throughput_ratio = v
+    for key in ("allow_mismatched_pair", "profile"):
+        if (v := _bool(block, key, error)) is not None:
+            setattr(s, key, v)
+    if "tensor_parallel_size" in block:
+        sizes = block["tensor_parallel_size"]
+        sizes = [sizes] if _is_int(sizes) else sizes
+        if not isinstance(sizes, list) or not sizes or not all(_is_int(n) and n >= 1 for n in sizes):
+            error(
+                ("tensor_parallel_size",),
+                f"tensor_parallel_size is {block['tensor_parallel_size']!r}",
+                "a positive integer or a non-empty list of them (e.g. [1, 2])",
+            )
+        if len(set(sizes)) != len(sizes):
+            error(("tensor_parallel_size",), "tensor_parallel_size lists a size twice", "each size once")
+        s.tensor_parallel_size = list(sizes)
