@@ -182,6 +182,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         "no:cacheprovider",
         f"--conformance-backend={args.backend}",
         f"--conformance-device={args.device}",
+        *(["--allow-unavailable"] if args.allow_unavailable else []),
+        *(["--allow-unverified-routing"] if args.allow_unverified_routing else []),
         "-v",
         "--rootdir",
         str(Path(kit.__file__).parent),
