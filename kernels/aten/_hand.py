@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from portability.kernels.aten._opinfo_cache import installed_functions
 
 from portability.spec import Case, OpSpec, T
 
@@ -35,7 +36,11 @@ def spec(
 ) -> OpSpec:
     kind = kw.get("kind", "inplace" if key.split(".")[0].endswith("_") else "functional")
     kw["kind"] = kind
-    return OpSpec(f"aten.{key}", fn, cases=cases, flaggems=tuple(flaggems), tags=("aten", "hand", kind), **kw)
+    # Routed to FlagGems only where the installed one registers the function (5.3's new overloads are
+    # unsupported on 5.0.2, not silently run by torch under a flaggems label)
+    registered = installed_functions()
+    routed = tuple(f for f in flaggems if registered is None or f in registered)
+    return OpSpec(f"aten.{key}", fn, cases=cases, flaggems=routed, tags=("aten", "hand", kind), **kw)
 
 
 def out(key: str, functional: Callable[..., Any], cases: Sequence[Case], flaggems: Sequence[str], **kw: Any):

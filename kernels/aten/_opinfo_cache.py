@@ -23,6 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,12 @@ def registry_pairs() -> Pairs:
 
         return flag_gems_registry()
     return [(r.key, r.function) for r in registrations()]
+
+
+@cache
+def installed_functions() -> frozenset[str] | None:
+    """The function names the installed flag_gems registers for aten overloads (None: not installed)."""
+    return frozenset(fn for _, fn in registry_pairs()) if _flag_gems_dir() is not None else None
 
 
 def _flag_gems_dir() -> Path | None:
