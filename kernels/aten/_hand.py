@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from portability.kernels.aten._opinfo_cache import installed_functions
+from portability.kernels.aten._opinfo_cache import installed_registry
 
 from portability.spec import Case, OpSpec, T
 
@@ -36,11 +36,20 @@ def spec(
 ) -> OpSpec:
     kind = kw.get("kind", "inplace" if key.split(".")[0].endswith("_") else "functional")
     kw["kind"] = kind
-    # Routed to FlagGems only where the installed one registers the function (5.3's new overloads are
-    # unsupported on 5.0.2, not silently run by torch under a flaggems label)
-    registered = installed_functions()
-    routed = tuple(f for f in flaggems if registered is None or f in registered)
+    # Routed to the functions the installed FlagGems registers for the overload: the declared ones, or its
+    # own spelling of them (a registry reader may resolve an import alias: range_op -> range)
+    registered = (installed_registry() or {}).get(key.split(" ")[0])
+    routed = tuple(f for f in flaggems if registered is None or f in registered) or tuple(
+        sorted(registered or ())
+    )
     return OpSpec(f"aten.{key}", fn, cases=cases, flaggems=routed, tags=("aten", "hand", kind), **kw)
+
+
+def installed_only(specs: list[OpSpec]) -> list[OpSpec]:
+    """The specs of overloads the installed FlagGems registers (all of them where none is installed):
+    the aten catalog follows the FlagGems under test, as the OpInfo-derived part does."""
+    registry = installed_registry()
+    return [s for s in specs if registry is None or s.name.removeprefix("aten.").split(" ")[0] in registry]
 
 
 def out(key: str, functional: Callable[..., Any], cases: Sequence[Case], flaggems: Sequence[str], **kw: Any):

@@ -55,9 +55,14 @@ def registry_pairs() -> Pairs:
 
 
 @cache
-def installed_functions() -> frozenset[str] | None:
-    """The function names the installed flag_gems registers for aten overloads (None: not installed)."""
-    return frozenset(fn for _, fn in registry_pairs()) if _flag_gems_dir() is not None else None
+def installed_registry() -> dict[str, frozenset[str]] | None:
+    """Aten overload -> the function names the installed flag_gems registers for it (None: not installed)."""
+    if _flag_gems_dir() is None:
+        return None
+    found: dict[str, set[str]] = {}
+    for key, fn in registry_pairs():
+        found.setdefault(key, set()).add(fn)
+    return {k: frozenset(v) for k, v in found.items()}
 
 
 def _flag_gems_dir() -> Path | None:
