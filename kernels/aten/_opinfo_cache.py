@@ -45,12 +45,8 @@ class Derived:
 
 def registry_pairs() -> Pairs:
     """The installed flag_gems' registrations, read from its source (it is never imported here)."""
-    try:  # fg-live's reader (portability/flaggems/), once merged; the older one in portability.coverage
-        from portability.flaggems.registry import registrations
-    except ImportError:
-        from portability.coverage import flag_gems_registry
+    from portability.flaggems.registry import registrations
 
-        return flag_gems_registry()
     return [(r.key, r.function) for r in registrations()]
 
 

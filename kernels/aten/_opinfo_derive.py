@@ -70,10 +70,7 @@ def regenerate(registry: Pairs, samples_scanned: int = 10) -> dict[str, dict[str
 
     from torch.testing._internal.common_methods_invocations import op_db
 
-    try:  # fg-live moves coverage to portability/flaggems/
-        from portability.flaggems.coverage import OverloadRecorder
-    except ImportError:
-        from portability.coverage import OverloadRecorder
+    from portability.flaggems.coverage import OverloadRecorder
     from portability.spec import DTYPES as NAMES
 
     warnings.filterwarnings("ignore")

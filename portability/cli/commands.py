@@ -129,8 +129,20 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     where = "FlagGems' live registry" if data["registry"] == "live" else "the installed package's table"
     print(f"Registered overloads read from {where}: {data['registry_note']}")
     print(f"Specs routed to FlagGems functions outside aten: {', '.join(data['fused_specs']) or 'none'}")
+    print(
+        f"Specs derived from OpInfo for this FlagGems and torch: {len(data['opinfo_derived_specs'])} "
+        f"(table: {data['opinfo_table']})"
+    )
+    print(
+        f"Fused functions (flag_gems.fused) with specs: {data['fused_functions_with_specs']} of "
+        f"{data['fused_functions']}"
+    )
     absent = set(data["absent_from_torch"])
-    print("Uncovered: " + (", ".join(k for k in data["uncovered"] if k not in absent) or "none"))
+    reasons = data["uncovered_reasons"]
+    uncovered = [k for k in data["uncovered"] if k not in absent]
+    print(f"Uncovered ({len(uncovered)}):" + ("" if uncovered else " none"))
+    for key in uncovered:
+        print(f"  {key}: {reasons.get(key, 'no spec reaches it yet')}")
     print(
         f"Uncovered because torch {data['torch']} has no such aten overload (nothing dispatches to them): "
         + (", ".join(sorted(absent)) or "none")
