@@ -13,7 +13,10 @@ commit when it came from a source tree.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import inspect
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -46,6 +49,46 @@ def _import_flag_gems() -> Any:
         first_line = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else ""
         _IMPORT_ERROR = f"flag_gems failed to initialise: {type(exc).__name__}: {first_line}"
     raise ImportError(_IMPORT_ERROR)
+
+
+class _CallLog(logging.Handler):
+    """FlagGems' call log, counted: every FlagGems function logs `GEMS <NAME>` at DEBUG on entry (what
+    `use_gems(record=True)` writes to a file). Counting the records in memory tells, per case, whether a
+    FlagGems function ran, without a file per case."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.calls = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.DEBUG:
+            self.calls += 1
+
+
+_CALL_LOG: _CallLog | None = None
+
+
+def _call_log() -> _CallLog:
+    global _CALL_LOG
+    if _CALL_LOG is None:
+        _CALL_LOG = _CallLog()
+        logger = logging.getLogger("flag_gems")
+        logger.addHandler(_CALL_LOG)
+        logger.propagate = False  # the records are counted here, never printed into a worker's log
+    return _CALL_LOG
+
+
+@contextlib.contextmanager
+def _debug_records() -> Iterator[None]:
+    """FlagGems' DEBUG records on (they cost a log record per call: never while timing)."""
+    _call_log()
+    logger = logging.getLogger("flag_gems")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class FlagGemsAdapter(BackendAdapter):
@@ -90,9 +133,37 @@ class FlagGemsAdapter(BackendAdapter):
         return set(DTYPES) - {dtype for dtype, flag in flags.items() if getattr(dev, flag, True) is False}
 
     def unsupported_reason(self, op: OpSpec) -> str | None:
-        if "flaggems" in op.impls or op.flaggems:
+        if "flaggems" in op.impls:  # a fused function: an older FlagGems may not have it yet
+            from portability.kernels.fused._common import absent_targets
+
+            return absent_targets().get(op.name)
+        if op.flaggems:
             return None
         return "FlagGems has no kernel for this operator"
+
+    def implements(self, op: OpSpec) -> bool:
+        return "flaggems" in op.impls or bool(op.flaggems)
+
+    def kernel_launches(self) -> int | None:
+        """FlagGems functions called inside `counting_launches` so far (its call log, see `_CallLog`)."""
+        return _call_log().calls
+
+    def counting_launches(self) -> contextlib.AbstractContextManager[None]:
+        return _debug_records()
+
+    def counts_launches_of(self, op: OpSpec) -> bool:
+        """True where every FlagGems function of `op` logs its calls itself (a few do not in 5.0.2, e.g.
+        tril, arange; rms_norm logs in its autograd Function, which this source check cannot see): for
+        the others, and for fused `impls`, routing rests on `implements()`."""
+        return "flaggems" not in op.impls and bool(op.flaggems) and all(map(self._logs_calls, op.flaggems))
+
+    @functools.cache  # noqa: B019 - one adapter per worker process; names are few
+    def _logs_calls(self, name: str) -> bool:
+        fn = getattr(getattr(self._flag_gems(), "ops", None), name, None)
+        try:
+            return fn is not None and "logger.debug" in inspect.getsource(fn)
+        except (OSError, TypeError):
+            return False
 
     @contextlib.contextmanager
     def route(self, op: OpSpec) -> Iterator[Callable[..., Any]]:

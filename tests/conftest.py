@@ -34,6 +34,30 @@ def cli():
     return run_cli
 
 
+def flag_gems_5_3_4_wheel() -> Path | None:
+    """The FlagGems 5.3.4 wheel the project shares beside its checkouts (../shared/wheels/), if present."""
+    for base in (ROOT, *list(ROOT.parents)[:2]):
+        found = sorted((base / "shared" / "wheels").glob("flag_gems-5.3.4-*.whl"))
+        if found:
+            return found[0]
+    return None
+
+
+@pytest.fixture(scope="session")
+def flag_gems_5_3_4(tmp_path_factory) -> Path:
+    """FlagGems 5.3.4's package folder (flag_gems/), unpacked from the shared wheel; its parent folder
+    goes first on a subprocess's PYTHONPATH to run against it. Skips when the wheel is absent."""
+    import zipfile
+
+    wheel = flag_gems_5_3_4_wheel()
+    if wheel is None:
+        pytest.skip("no flag_gems-5.3.4 wheel in ../shared/wheels/ (see ../shared/wheels/README.md)")
+    target = tmp_path_factory.mktemp("flag_gems_5_3_4")
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(target)
+    return target / "flag_gems"
+
+
 def flag_gems_installed() -> bool:
     import importlib.util
 

@@ -30,7 +30,7 @@ def test_coverage_counts_registered_overloads_and_what_the_catalog_dispatches_to
     assert not data["broken_specs"]
     # every overload the installed torch has is covered, except kernels with no CPU implementation and
     # aten::copysign, which in torch is copysign(Scalar a, Scalar b) -> float (no tensor reaches it);
-    # see kernels/aten/more.py
+    # see CPU_UNREACHABLE in kernels/aten/hand_internal.py
     assert data["covered"] >= 421
     assert "aten._grouped_mm" in data["covered_by"]["_grouped_mm"]
     cpu_less = {"_conv_depthwise2d", "_flash_attention_forward", "max_pool2d_backward", "copysign"}

@@ -43,7 +43,7 @@ def test_slow_dispatch_is_large_in_call_time_and_small_in_device_time(perf_run: 
     for r in rows:
         assert r["latency_ms"] >= HOST_SLEEP_MS, r  # the host's sleep is in the call time
         assert r["device_ms"] < HOST_SLEEP_MS / 5, r  # and not in the device time (a 64x65 multiply)
-        assert r["device_ms_source"] == "cpu self time" and r["kernels_per_call"] == 0
+        assert r["device_ms_source"] == "cpu self time" and r["kernels_per_call"] == 1  # aten::mul
         assert r["speedup"] < 0.5, r  # torch's call takes microseconds: the sleep dominates
         assert r["device_speedup"] > 2 * r["speedup"], r  # device time tells the kernels apart far less
 

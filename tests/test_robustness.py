@@ -13,10 +13,11 @@ import random
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import one_line_error, processes_with_env, run_cli, start_cli, wait_for
+from conftest import ROOT, one_line_error, processes_with_env, run_cli, start_cli, wait_for
 
 from portability.results.lock import GENERATION_ENV
 
@@ -135,7 +136,7 @@ def test_sighup_ends_the_run_and_resume_skips_bad_rows_with_their_line(tmp_path)
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 64 KiB tmpfs (root and mount(8) needed: skipped otherwise); grown to 4 MiB by calling it."""
+    """A 64 KiB tmpfs (root and mount(8) needed: skipped otherwise), and a function to remount it."""
     mnt = tmp_path / "disk"
     mnt.mkdir()
     if not shutil.which("mount"):
@@ -146,17 +147,17 @@ def small_disk(tmp_path):
     if made.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (root needed): {made.stderr.decode().strip()[:120]}")
 
-    def grow() -> None:
-        subprocess.run(["mount", "-o", "remount,size=4m", str(mnt)], check=True)
+    def remount(options: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{options}", str(mnt)], check=True)
 
     try:
-        yield mnt, grow
+        yield mnt, remount
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
 def test_a_full_disk_stops_the_run_in_one_line_keeps_every_row_and_resume_runs_the_rest(tmp_path, small_disk):
-    mnt, grow = small_disk
+    mnt, remount = small_disk
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(
         "backends:\n  torch: {adapter: torch, devices: [cpu], dtypes: [fp32]}\n"
@@ -172,7 +173,12 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_every_row_and_resume_runs_t
     assert 0 < len(ids) < 40 and len(ids) == len(set(ids))
     assert {r["status"] for r in before if r["kind"] == "op"} == {"pass"}, "no crash for lack of space"
 
-    grow()
+    remount("ro")  # a read-only target: the same one line, nothing changed
+    readonly = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--resume", env=SPECS)
+    assert readonly.returncode == 75 and "Read-only file system" in one_line_error(readonly.stderr)
+    assert rows_of(out) == before
+
+    remount("rw,size=4m")
     resumed = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--resume", env=SPECS)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert rows_of(out)[: len(before)] == before
@@ -206,24 +212,26 @@ def _row(case: str, status: str = "pass", cell: str = "torch@cpu", **extra) -> d
     }
 
 
-def make_run(path: Path, cases: int = 3, versions: str = "2.13.0") -> list[bytes]:
-    """A valid run directory (rows, plan.json, run.json); returns its result lines."""
+def make_run(path: Path, cases: int = 3, versions: str = "2.13.0", plan: str = PLAN) -> list[bytes]:
+    """A valid run directory (rows, plan.json, run.json) as `portability run` writes them; returns its
+    result lines."""
     path.mkdir(parents=True)
-    cell = {"id": "cell:torch@cpu", "kind": "cell", "cell": "torch@cpu", "status": "pass", "plan": PLAN}
+    cell = {"id": "cell:torch@cpu", "kind": "cell", "cell": "torch@cpu", "status": "pass", "plan": plan}
     cell["versions"] = {"torch": versions}
-    rows = [cell] + [_row(f"v{i}", versions={"torch": versions}) for i in range(cases)]
+    rows = [cell] + [_row(f"v{i}", versions={"torch": versions}, plan=plan) for i in range(cases)]
     lines = [json.dumps(r).encode() + b"\n" for r in rows]
     (path / "results.jsonl").write_bytes(b"".join(lines))
-    plan = {
-        "fingerprint": PLAN,
-        "cases": [{"id": r["id"], "cell": r["cell"], "op": r["op"]} for r in rows[1:]],
-    }
-    (path / "plan.json").write_text(json.dumps(plan))
+    fields = ("id", "cell", "backend", "device", "op", "case", "dtype")
+    timing = {"atol": 1e-5, "rtol": 1e-5, "warmup": 1, "repetitions": 3, "budget_s": 0.1}
+    planned = [{**{k: r[k] for k in fields}, **timing} for r in rows[1:]]
+    torch_cell = {"backend": "torch", "adapter": "torch", "device": "cpu", "dtypes": ["fp32"]}
+    document = {"fingerprint": plan, "cells": [torch_cell], "cases": planned, "timeout_s": 60, "workers": 1}
+    (path / "plan.json").write_text(json.dumps(document))
     (path / "run.json").write_text(json.dumps({"command": "portability run", "wall_s": 1.0}))
     return lines
 
 
-def bad_rows(seed: int = 20) -> list[bytes]:
+def bad_rows(seed: int, damaged_rows: int = 20) -> list[bytes]:
     """One of each kind of bad line, then seeded random byte damage to a valid row (every one of which
     is verified not to be a valid row by itself)."""
     valid = json.dumps(_row("v9")).encode()
@@ -248,7 +256,8 @@ def bad_rows(seed: int = 20) -> list[bytes]:
         json.dumps({**_row("v9"), "plan": "0" * 16}).encode(),  # a row of another plan
     ]
     rng = random.Random(seed)
-    while len(kinds) < 18 + seed:
+    kinds_made = len(kinds)
+    while len(kinds) < kinds_made + damaged_rows:
         damaged = bytearray(valid)
         for _ in range(rng.randint(1, 4)):
             damaged[rng.randrange(len(damaged))] = rng.choice(b'{}[]":,\x00\xff\\ 0a')
@@ -347,15 +356,14 @@ def test_plan_entries_that_are_not_cases_are_skipped_and_rows_of_another_plan_re
     assert "**4 planned case(s) were not run**" in (tmp_path / "a" / "scorecard.md").read_text()
 
 
-def test_merge_names_shards_whose_versions_differ_and_diff_needs_something_to_compare(tmp_path):
+def test_merged_shards_of_two_plans_count_every_row_and_diff_needs_something_to_compare(tmp_path):
     make_run(tmp_path / "a")
-    make_run(tmp_path / "b", versions="2.12.0")
+    make_run(tmp_path / "b", cases=5, versions="2.12.0", plan="b" * 16)  # another machine, another plan
     merged = run_cli("merge", "--out", str(tmp_path / "m"), str(tmp_path / "a"), str(tmp_path / "b"))
-    assert merged.returncode == 0
-    line = one_line_error(merged.stderr)
-    assert (
-        "torch@cpu ran with different versions" in line and "torch 2.13.0" in line and "torch 2.12.0" in line
-    )
+    assert merged.returncode == 0 and "skipped" not in merged.stderr, merged.stderr
+    assert "shards ran different versions of torch" in merged.stderr
+    summary = json.loads((tmp_path / "m" / "scorecard.json").read_text())
+    assert summary["cells"][0]["counts"] == {"pass": 5}, "the merged plan's rows, all of them"
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "results.jsonl").write_text("")
@@ -363,3 +371,53 @@ def test_merge_names_shards_whose_versions_differ_and_diff_needs_something_to_co
         proc = run_cli("diff", *map(str, args), "--fail-on-regression")
         assert proc.returncode == 2
         assert "no operator results to compare" in one_line_error(proc.stderr)
+
+
+# --- the writer itself ------------------------------------------------------------------------------
+
+
+def test_a_writer_of_an_earlier_generation_is_refused(tmp_path):
+    from portability.results.lock import RunDirBusy, RunLock
+    from portability.results.store import ResultWriter, StaleRun
+
+    first = RunLock.acquire(tmp_path)
+    with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
+        RunLock.acquire(tmp_path)
+    first.release()
+    second = RunLock.acquire(tmp_path)  # as a --resume after the first run was killed
+    results = tmp_path / "results.jsonl"
+    ResultWriter(results, generation=second.generation).append(_row("v1"))
+    with pytest.raises(StaleRun):  # an orphaned worker of the first run
+        ResultWriter(results, generation=first.generation).append(_row("v2"))
+    assert [json.loads(x)["case"] for x in results.read_text().splitlines()] == ["v1"]
+    second.release()
+
+
+WRITE_PAST_LIMIT = """
+import json, resource, signal, sys
+from portability.results.store import ResultWriter, ResultsUnwritable
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of death at the file size limit
+path, limit = sys.argv[1], int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+row = {"id": "big", "kind": "cell", "cell": "c", "status": "pass", "reason": "x" * 5000}
+try:
+    ResultWriter(path).append(row)
+except ResultsUnwritable as exc:
+    print(exc)
+"""
+
+
+def test_a_row_that_does_not_fit_is_not_written_at_all(tmp_path):
+    """A file size limit (RLIMIT_FSIZE) makes the write short, then fail: the partial row must go."""
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(json.dumps(_row("v1")).encode() + b"\n" + b'{"id": "torn')  # a torn last line too
+    limit = results.stat().st_size + 4096
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE_PAST_LIMIT, str(results), str(limit)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and "a result row could not be written: File too large" in proc.stdout, proc
+    assert results.read_bytes() == json.dumps(_row("v1")).encode() + b"\n", "cut back to the last whole row"

@@ -91,7 +91,7 @@ serving:
   output_len: 8
   num_prompts: 4
   max_num_seqs: 4
-  min_throughput_ratio: 0.5
+  min_throughput_ratio: 0.3
   gate: {prompts: 2, prompt_len: 16}
   timeouts: {run_s: 300}
 """
@@ -118,7 +118,7 @@ def test_a_slow_flaggems_operator_fails_the_throughput_gate_is_named_and_serving
     assert rows["torch@cpu"]["status"] == "pass" and rows["torch@cpu"]["throughput_gate"]["verdict"] == "pass"
     slow = rows["flaggems@cpu"]
     assert slow["status"] == "fail" and slow["failed_gates"] == ["throughput"], slow["reason"]
-    assert slow["gate"]["verdict"] == "pass" and slow["throughput_gate"]["ratio"] < 0.5
+    assert slow["gate"]["verdict"] == "pass" and slow["throughput_gate"]["ratio"] < 0.3
     decode = slow["time_gap"]["decode"]
     top = decode["ops"][0]
     assert top["op"] == "mm" and top["share"] > 0.5 and top["calls"] == 15, decode
@@ -132,7 +132,7 @@ def test_a_slow_flaggems_operator_fails_the_throughput_gate_is_named_and_serving
     latest = {r["id"]: r for r in read_results(out) if r.get("kind") == "serving"}
     without = latest["serving:hf:flaggems@cpu:qwen3-tiny:without:mm"]
     assert without["status"] == "pass" and without["failed_gates"] == [], without["reason"]
-    assert without["throughput_gate"]["ratio"] >= 0.5
+    assert without["throughput_gate"]["ratio"] >= 0.3
     assert not serving_process_pids(tmp_path / "cache")
 
 

@@ -22,7 +22,7 @@ from portability.plan.case_id import CaseId
 from portability.registry import baseline_name
 from portability.results.rundir import RunDir
 from portability.results.status import FAILING
-from portability.results.store import latest_by_id, read_results
+from portability.results.store import latest_by_id, planned_cases, planned_cells, read_results
 from portability.scorecard.markdown import MAX_COMMENT_BYTES, render_markdown
 from portability.scorecard.safe_text import md_text
 from portability.scorecard.summary import summarize
@@ -59,8 +59,9 @@ class Run:
         rows = latest_by_id(read_results(path))
         own = path.is_dir() or path == run_dir.results  # a loose results file has no plan beside it
         plan = run_dir.read_json(run_dir.plan) if own else None
-        planned = {c["id"]: c for c in plan["cases"]} if plan else None
-        cells = {f"{c['backend']}@{c['device']}" for c in plan["cells"]} if plan else None
+        cases, _ = planned_cases(plan, run_dir.plan)  # validated: bad entries skipped, and said
+        planned = {c["id"]: c for c in cases} if cases is not None else None
+        cells = planned_cells(plan)
         return cls(rows, planned, cells, run_dir.read_json(run_dir.coverage) if own else None)
 
 

@@ -52,13 +52,14 @@ def merge(shards: list[Path], out: Path, expected_cells: list[str] | None = None
             chosen[f"cell:{cell}"] = _not_run_cell_row(cell)
     merged = RunDir(out)
     merged.path.mkdir(parents=True, exist_ok=True)
+    dirs = [RunDir.of(s) for s in shards]
+    # the merged directory is a run of the union plan: its rows carry that plan's fingerprint
+    fingerprint = _merge_plans(dirs, merged, report)
     merged.results.unlink(missing_ok=True)
-    writer = ResultWriter(merged.results)
+    writer = ResultWriter(merged.results, plan=fingerprint)
     for row in chosen.values():
         writer.append(row)
     report.rows = len(chosen)
-    dirs = [RunDir.of(s) for s in shards]
-    _merge_plans(dirs, merged, report)
     _merge_run_info(dirs, merged, report)
     coverage_from = _copy_coverage(dirs, merged)
     merged.write_json(
@@ -128,8 +129,9 @@ def _not_run_cell_row(cell: str) -> dict[str, Any]:
     }
 
 
-def _merge_plans(shards: list[RunDir], out: RunDir, report: MergeReport) -> None:
-    """The union of the shards' plan.json (cells and cases by id, the longest case time limit)."""
+def _merge_plans(shards: list[RunDir], out: RunDir, report: MergeReport) -> str | None:
+    """Write the union of the shards' plan.json (cells and cases by id, the longest case time limit);
+    returns its fingerprint (None: no shard had a plan)."""
     cells: dict[str, Any] = {}
     cases: dict[str, Any] = {}
     timeout_s, workers = 0.0, None
@@ -142,8 +144,11 @@ def _merge_plans(shards: list[RunDir], out: RunDir, report: MergeReport) -> None
         cases.update({c.id: c for c in plan.cases if c.id not in cases})
         timeout_s, workers = max(timeout_s, plan.timeout_s), workers or plan.workers
     out.plan.unlink(missing_ok=True)
-    if cells or cases:
-        Plan(list(cells.values()), list(cases.values()), timeout_s, workers or "auto").write(out.plan)
+    if not cells and not cases:
+        return None
+    plan = Plan(list(cells.values()), list(cases.values()), timeout_s, workers or "auto")
+    plan.write(out.plan)
+    return plan.fingerprint()
 
 
 def _merge_run_info(shards: list[RunDir], out: RunDir, report: MergeReport) -> None:

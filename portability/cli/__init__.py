@@ -1,6 +1,8 @@
 """`portability` command line (the `portability` script and `python -m portability`): `main` parses the
-arguments (`cli.parser`), runs the chosen subcommand (`cli.run`, `cli.commands`) and turns a matrix or usage
-error into one line on stderr and exit code 2, an interrupt into a hint to resume and exit code 130."""
+arguments (`cli.parser`), runs the chosen subcommand (`cli.run`, `cli.commands`) and turns a matrix, usage
+or run-file error into one line on stderr and exit code 2, a result that cannot be written (out of space,
+read-only) into one `infra` line and exit code 75, an interrupt into a hint to resume and exit code 130
+(`portability run` itself handles SIGTERM/SIGINT/SIGHUP: run/proctree.py)."""
 
 from __future__ import annotations
 

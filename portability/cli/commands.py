@@ -182,6 +182,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         "no:cacheprovider",
         f"--conformance-backend={args.backend}",
         f"--conformance-device={args.device}",
+        *(["--allow-unavailable"] if args.allow_unavailable else []),
+        *(["--allow-unverified-routing"] if args.allow_unverified_routing else []),
         "-v",
         "--rootdir",
         str(Path(kit.__file__).parent),
@@ -279,10 +281,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
     for shard in shards:
         if not RunDir(shard).results.exists() and not (shard.is_file() and shard.suffix == ".jsonl"):
             raise UsageError(f"{shard}: no results.jsonl, expected a run directory or a results.jsonl")
-    from portability.results.store import read_results, version_differences
-
-    for line in version_differences({str(s): read_results(s) for s in shards}):
-        sys.stderr.write(f"portability: merge: {line}\n")  # one cell, two builds: said, not hidden
     out = writable_dir("--out", Path(args.out))
     report = merge(shards, out, expected)
     write_scorecard(out)

@@ -21,7 +21,7 @@ from portability.cli.commands import (
     cmd_vendors,
 )
 from portability.cli.common import EXIT_USAGE
-from portability.cli.run import cmd_run
+from portability.cli.run import FAIL_ON, cmd_run
 from portability.matrix.config import MAX_CASE_TIMEOUT_S, PROFILES
 
 DESCRIPTION = "`portability` command line: run, list, scorecard."
@@ -50,6 +50,16 @@ def _positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
     return value
 
 
@@ -122,6 +132,21 @@ def build_parser() -> argparse.ArgumentParser:
         "cache needs far less than a cold one: a case still running then is reported as a timeout)",
     )
     run.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        default="error",
+        help="which results make the exit code 1: fail (wrong results), error (any failing status or a cell "
+        "that could not start; default), any (also fallback, unsupported, skip, infra, not run), never",
+    )
+    run.add_argument(
+        "--reruns",
+        type=_non_negative_int,
+        default=1,
+        metavar="N",
+        help="re-run each failing or crashing case up to N times in a fresh worker before reporting it; "
+        "one that then passes is `flaky` (default 1; timeouts are not re-run)",
+    )
+    run.add_argument(
         "--repeat",
         type=_positive_int,
         default=None,
@@ -144,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     con = sub.add_parser("conformance", help="check that an adapter keeps the BackendAdapter contract")
     con.add_argument("--backend", required=True, help="adapter name, or module:Class / file.py:Class")
     con.add_argument("--device", default="cpu")
+    con.add_argument(
+        "--allow-unavailable",
+        action="store_true",
+        help="an unavailable backend or device is reported as skipped instead of failing",
+    )
+    con.add_argument(
+        "--allow-unverified-routing",
+        action="store_true",
+        help="an adapter without kernel_launches() skips the routing check instead of failing it",
+    )
     con.set_defaults(func=cmd_conformance)
     new = sub.add_parser("new-adapter", help="write a package skeleton for a new backend adapter")
     new.add_argument("name")

@@ -27,6 +27,12 @@ from portability.results.store import ResultWriter
 if TYPE_CHECKING:
     from portability.plan.cells import Cell
 
+# `portability run`'s exit codes (README, docs/statuses.md). Bad input is EXIT_USAGE (2), from cli/__init__.
+EXIT_ALL_PASS = 0  # nothing at or above --fail-on
+EXIT_FAILURES = 1  # cases (or cells, or serving rows) at or above --fail-on
+EXIT_INFRA = 3  # the harness or the machine failed (infra rows: a device lost, a cell's pytest session died)
+FAIL_ON = ("fail", "error", "any", "never")
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from portability.plan.cells import build_plan
@@ -95,7 +101,7 @@ def _run_locked(
             if not args.serving_only and any(c.adapter == "flaggems" for c in plan.cells):
                 _write_coverage(out)  # first: a run cut short still says what the catalog covers
             _write_declared_support(out, [c for c in plan.cells if c.adapter == "flaggems"])
-            fingerprint = run_plan(plan, out, lock, resume=args.resume)
+            fingerprint = run_plan(plan, out, lock, resume=args.resume, reruns=args.reruns)
             if config.serving and not args.no_serving:
                 stopped = _serve(config, plan, out, lock, fingerprint)
         except RunInterrupted as exc:  # the rows so far are on disk: still write the scorecard
@@ -113,7 +119,39 @@ def _run_locked(
     if stopped:
         sys.stderr.write(f"portability: finish with `portability run --resume --out {out}`\n")
         return 128 + signal.Signals[stopped].value  # as a shell reports a death by that signal
-    return 0
+    code = run_exit_code(out, args.fail_on)
+    sys.stderr.write(f"exit code {code} (--fail-on {args.fail_on}; 0 pass, 1 failures, 3 infrastructure)\n")
+    return code
+
+
+def run_exit_code(out: Path, fail_on: str) -> int:
+    """0, EXIT_FAILURES or EXIT_INFRA for a finished run, from the same counts as the verdict line.
+
+    --fail-on fail: wrong results (`fail`, `flaky`) only; error (default): any failing status, a cell that
+    could not start, a failing serving row; any: also every other case that did not pass (fallback,
+    unsupported, skip, infra, not run); never: always 0. Failures win over infrastructure (`infra` rows,
+    among them the cases of a cell whose pytest session died)."""
+    from portability.results.status import FAILING
+    from portability.results.store import read_results
+    from portability.scorecard.markdown import verdict_counts
+    from portability.scorecard.summary import summarize
+
+    if fail_on == "never":
+        return EXIT_ALL_PASS
+    run_dir = RunDir(out)
+    plan = run_dir.read_json(run_dir.plan)
+    data = summarize(read_results(run_dir.results), plan["cases"] if plan else None)
+    tally = verdict_counts(data)
+    counts = tally["counts"]
+    bad_serving = any(r.get("status") in FAILING for r in data.get("serving", []))
+    failed = {
+        "fail": counts.get("fail", 0) + counts.get("flaky", 0) > 0,
+        "error": bool(tally["failing"] or tally["dead"] or bad_serving),
+        "any": bool(tally["failing"] or tally["dead"] or bad_serving or tally["not_passing"]),
+    }[fail_on]
+    if failed:
+        return EXIT_FAILURES
+    return EXIT_INFRA if counts.get("infra") else EXIT_ALL_PASS
 
 
 def _serve(config: MatrixConfig, plan: Any, out: Path, lock: RunLock, fingerprint: str) -> str | None:

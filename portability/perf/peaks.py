@@ -34,6 +34,11 @@ CPU_GEMM_N_LOW_PRECISION = 512  # fp16/bf16 GEMMs on a CPU without matrix units 
 REPS = 5
 
 
+def gemm_dtypes(dtypes: list[str]) -> list[str]:
+    """The dtypes among `dtypes` that get a GEMM peak (floating point)."""
+    return [d for d in dtypes if d in GEMM_DTYPES]
+
+
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "flagos-portability"
@@ -118,7 +123,7 @@ def load_or_measure(device: str, dtypes: list[str]) -> dict[str, Any]:
             cached = json.loads(path.read_text())
         except (OSError, ValueError):
             cached = {}  # a torn or foreign file is measured again
-    wanted = [d for d in dtypes if d in GEMM_DTYPES]
+    wanted = gemm_dtypes(dtypes)
     if cached.get("bandwidth_Bps") and all(d in cached.get("flops", {}) for d in wanted):
         return {**cached, "cache": "hit", "cache_file": str(path)}
     fresh = measure(device, sorted(set(wanted) | set(cached.get("flops", {}))))

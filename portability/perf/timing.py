@@ -8,7 +8,8 @@ Two views, both device-generic where torch offers it:
   inside the range is that call's: its kernels (and memsets/copies) are summed and counted. The device's
   activity is the profiler's CUDA, XPU or PrivateUse1 (npu, mlu, musa, ...) activity. On the CPU there is
   no device activity: the time is the self time of the aten operators inside the range (the operators'
-  own compute, without the Python around them), so the same path runs in CI.
+  own compute, without the Python around them), and the kernels counted are the aten operators the call
+  made (not those they call in turn), so the same path runs in CI.
 - `graph_replay_time`: on CUDA, the call captured once into a CUDA graph and replayed between two events:
   the per-call time with no launch overhead at all. Calls that cannot be captured (a host sync, a
   data-dependent shape) report why instead.
@@ -80,7 +81,8 @@ def profiled_device_time(
                 for e in events
                 if e.name.startswith("aten::") and e.thread == r.thread and start <= e.time_range.start <= end
             ]
-            per_call.append((sum(e.self_cpu_time_total for e in inside) / 1e3, 0))
+            top = [e for e in inside if not (e.cpu_parent and e.cpu_parent.name.startswith("aten::"))]
+            per_call.append((sum(e.self_cpu_time_total for e in inside) / 1e3, len(top)))
         else:
             work = [
                 e

@@ -21,6 +21,7 @@ from portability.matrix.config import MatrixConfig
 from portability.plan import profile as profiles
 from portability.plan.case_id import CaseId
 from portability.registry import adapter_class
+from portability.results.rundir import RunDir, RunFileError
 from portability.run.case import CaseRequest
 from portability.spec import OpSpec
 
@@ -78,13 +79,19 @@ class Plan:
 
     @classmethod
     def read(cls, path: Path) -> Plan:
-        data = json.loads(Path(path).read_text())
-        return cls(
-            [Cell(**c) for c in data["cells"]],
-            [CaseRequest(**c) for c in data["cases"]],
-            data["timeout_s"],
-            data["workers"],
-        )
+        """The plan in a plan file; RunFileError (one line, no traceback) when it is not one."""
+        data = RunDir(Path(path).parent).read_json(Path(path))
+        try:
+            return cls(
+                [Cell(**c) for c in data["cells"]],
+                [CaseRequest(**c) for c in data["cases"]],
+                data["timeout_s"],
+                data["workers"],
+            )
+        except (KeyError, TypeError) as exc:
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            expected = "expected what `portability run` writes"
+            raise RunFileError(f"{path}: not a plan ({why}), {expected}") from None
 
 
 @dataclass(frozen=True)

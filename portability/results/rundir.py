@@ -11,6 +11,7 @@
     run.lock          held by the live run: its pid and generation (results/lock.py)
     scorecard.md / scorecard.json / junit.xml / report.html   the outputs
     logs/             per-worker logs and in-flight markers
+    reruns/CELL.N/    a run directory of its own for the N-th re-run of a cell's failing cases
 
 Code elsewhere asks a `RunDir` for a path instead of spelling a file name.
 """
@@ -79,6 +80,11 @@ class RunDir:
     @property
     def logs(self) -> Path:
         return self.path / "logs"
+
+    def rerun(self, cell: str, attempt: int) -> RunDir:
+        """The run directory of a cell's re-run of its failing cases (attempt 2, 3...)."""
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cell)
+        return RunDir(self.path / "reruns" / f"{safe}.{attempt}")
 
     @property
     def default_trend(self) -> Path:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from portability.results.lock import GENERATION_ENV, locked, read_lock
+from portability.results.lock import locked, read_lock
 from portability.results.rundir import RunDir
 from portability.results.status import STATUSES
 
@@ -43,7 +43,7 @@ class ResultWriter:
 
     def __init__(self, path: Path, generation: str | None = None, plan: str | None = None) -> None:
         self.path = Path(path)
-        self.generation = generation if generation is not None else os.environ.get(GENERATION_ENV)
+        self.generation = generation
         self.plan = plan
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -60,7 +60,7 @@ class ResultWriter:
                 try:
                     _write_all(fd, line)
                     os.fsync(fd)
-                except OSError:
+                except BaseException:  # a failed write, or an interrupt between two parts of a short one
                     try:
                         os.ftruncate(fd, start)  # the row whole or not at all
                     except OSError:
@@ -91,6 +91,8 @@ def cut_torn_tail(fd: int) -> int:
     """Cut the file back to its last complete line (a writer killed mid-row leaves a line without its
     newline; appending after it would glue the next row onto it). Returns the new size."""
     size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size  # the usual case: one byte read
     end = size
     while end > 0:
         start = max(0, end - 65536)
@@ -220,35 +222,6 @@ def latest_by_id(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def versions_by_cell(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """The software versions each cell ran with (from its cell row, else its first row that has them)."""
-    found: dict[str, dict[str, str]] = {}
-    for row in rows:
-        versions = row.get("versions")
-        if versions and (row.get("kind") == "cell" or row["cell"] not in found):
-            found[row["cell"]] = {str(k): str(v) for k, v in versions.items()}
-    return found
-
-
-def version_differences(shards: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """For shards to merge (name -> rows): one line per cell that ran with different versions in
-    different shards, naming what differs (merging them into one cell would hide it)."""
-    by_cell: dict[str, dict[str, dict[str, str]]] = {}
-    for shard, rows in shards.items():
-        for cell, versions in versions_by_cell(rows).items():
-            by_cell.setdefault(cell, {})[shard] = versions
-    lines = []
-    for cell, seen in sorted(by_cell.items()):
-        keys = sorted({k for v in seen.values() for k in v})
-        differ = [k for k in keys if len({v.get(k) for v in seen.values()}) > 1]
-        if differ:
-            each = "; ".join(
-                f"{shard}: " + ", ".join(f"{k} {v.get(k, '-')}" for k in differ) for shard, v in seen.items()
-            )
-            lines.append(f"{cell} ran with different versions ({each})")
-    return lines
-
-
 def planned_cases(plan: dict[str, Any] | None, path: Path) -> tuple[list[dict[str, Any]] | None, str | None]:
     """(the cases of a plan.json document, its fingerprint): entries that are not a case (an object with
     string 'id', 'cell' and 'op') are skipped and said once; (None, None) without a plan."""
@@ -268,3 +241,16 @@ def planned_cases(plan: dict[str, Any] | None, path: Path) -> tuple[list[dict[st
         warn_skipped(path, skipped)
     fingerprint = plan.get("fingerprint")
     return good, fingerprint if isinstance(fingerprint, str) else None
+
+
+def planned_cells(plan: dict[str, Any] | None) -> set[str] | None:
+    """The backend@device cells a plan.json document names (entries that are not a cell are left out;
+    None without a plan or without a list of cells)."""
+    cells = (plan or {}).get("cells")
+    if not isinstance(cells, list):
+        return None
+    return {
+        f"{c['backend']}@{c['device']}"
+        for c in cells
+        if isinstance(c, dict) and isinstance(c.get("backend"), str) and isinstance(c.get("device"), str)
+    }

@@ -24,7 +24,7 @@ import pytest
 
 from portability.plan.case_id import CaseId, strip_pytest_file
 from portability.registry import baseline_name
-from portability.results.lock import PLAN_ENV
+from portability.results.lock import GENERATION_ENV, PLAN_ENV
 from portability.results.rundir import RunDir
 from portability.results.status import FAILING, NEUTRAL
 from portability.results.store import ResultsUnwritable, ResultWriter, StaleRun, iter_results
@@ -231,7 +231,7 @@ def _read_marker(marker: Path) -> dict[str, Any]:
 def _writer(config: pytest.Config) -> ResultWriter:
     """This run's writer: rows stamped with the run's plan, refused once the run is no longer live."""
     out = Path(config.getoption("--portability-out"))
-    return ResultWriter(RunDir(out).results, plan=os.environ.get(PLAN_ENV))
+    return ResultWriter(RunDir(out).results, os.environ.get(GENERATION_ENV), os.environ.get(PLAN_ENV))
 
 
 def _short(exc: BaseException) -> str:
@@ -370,6 +370,8 @@ class _Progress:
         except ResultsUnwritable as exc:
             self.stop_unwritten(str(exc))
             return None
+        except StaleRun:  # this session was orphaned by an earlier run of the directory: end quietly
+            os._exit(1)
         return row
 
     def stop_unwritten(self, why: str) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import portability
-from portability.perf.peaks import PEAKS_ENV
+from portability.perf.peaks import PEAKS_ENV, gemm_dtypes
 from portability.plan.cells import Cell, Plan
 from portability.plan.schedule import order_cases
 from portability.results.lock import GENERATION_ENV, PLAN_ENV, RunLock
@@ -69,9 +70,17 @@ def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
     return max(1, min(cell.device_count, n_cases))
 
 
-def run_plan(plan: Plan, out: Path, lock: RunLock, resume: bool = False, quiet: bool = False) -> str:
+# Re-run before they are reported (a fresh pytest session, so fresh workers): a case that passes then is
+# `flaky`. Timeouts are not re-run: a second hang would cost the whole timeout again.
+RERUN_STATUSES = ("fail", "error", "crash", "oom")
+
+
+def run_plan(
+    plan: Plan, out: Path, lock: RunLock, resume: bool = False, quiet: bool = False, reruns: int = 0
+) -> str:
     """Run every case of the plan, appending rows to out/results.jsonl; `lock` is the run directory's,
-    held by the caller. Returns the plan's fingerprint (stamped on every row)."""
+    held by the caller; each failing case is re-run up to `reruns` times. Returns the plan's fingerprint
+    (stamped on every row)."""
     out.mkdir(parents=True, exist_ok=True)
     results = RunDir(out).results
     if not resume and results.exists():
@@ -133,7 +142,60 @@ def run_plan(plan: Plan, out: Path, lock: RunLock, resume: bool = False, quiet: 
                         "time": time.time(),
                     }
                 )
+        for attempt in range(2, reruns + 2):
+            if not _rerun_failures(todo, cell, cases, out, writer, attempt, quiet):
+                break
     return fingerprint
+
+
+def _rerun_failures(
+    plan: Plan, cell: Cell, cases: list[Any], out: Path, writer: ResultWriter, attempt: int, quiet: bool
+) -> bool:
+    """Run the cell's cases whose latest row is a re-runnable failure again, in a run directory of their
+    own (its own lock and generation), and append one merged row per case with `writer`: `flaky` if it
+    passed now, else the new failure; both outcomes kept in `attempts`. False when nothing was re-run."""
+    latest = latest_by_id(iter_results(RunDir(out).results, writer.plan))
+    again = [c for c in cases if latest.get(c.id, {}).get("status") in RERUN_STATUSES]
+    if not again:
+        return False
+    rerun_dir = RunDir(out).rerun(cell.id, attempt)
+    if rerun_dir.path.exists():
+        shutil.rmtree(rerun_dir.path)
+    rerun_dir.path.mkdir(parents=True)
+    rerun_plan = Plan(plan.cells, again, plan.timeout_s, plan.workers)
+    _write_atomically(rerun_plan, rerun_dir.cells_plan)
+    (rerun_dir.path / "pytest.ini").write_text((out / "pytest.ini").read_text())
+    if RunDir(out).peaks.exists():
+        shutil.copy(RunDir(out).peaks, rerun_dir.peaks)
+    if not quiet:
+        sys.stderr.write(f"== {cell.id}: re-running {len(again)} failing case(s), attempt {attempt}\n")
+    lock = RunLock.acquire(rerun_dir.path)
+    try:
+        _run_cell(rerun_plan, cell, len(again), rerun_dir.path, lock.generation, writer.plan or "")
+    finally:
+        lock.release()
+    second = latest_by_id(iter_results(rerun_dir.results, writer.plan))
+    for req in again:
+        writer.append(merge_attempts(latest[req.id], second.get(req.id), attempt))
+    return True
+
+
+def _outcome(row: dict[str, Any]) -> dict[str, Any]:
+    return {"status": row["status"], "reason": row.get("reason")}
+
+
+def merge_attempts(first: dict[str, Any], again: dict[str, Any] | None, attempt: int) -> dict[str, Any]:
+    """One row for a re-run case: `flaky` (with the passing run's figures) if the re-run passed, the
+    re-run's failure if it failed again, the earlier row if the re-run gave no operator verdict."""
+    attempts = [*first.get("attempts", [_outcome(first)])]
+    attempts.append(_outcome(again) if again else {"status": "infra", "reason": "no row from the re-run"})
+    if again and again["status"] == "pass":
+        earlier = "; ".join(f"{a['status']}: {a['reason']}" for a in attempts[:-1])
+        why = f"passed on attempt {attempt}, after {earlier}"
+        return {**again, "status": "flaky", "reason": why[:2000], "attempts": attempts}
+    if again and again["status"] in (*RERUN_STATUSES, "timeout"):
+        return {**again, "attempts": attempts}
+    return {**first, "attempts": attempts, "time": time.time()}
 
 
 def _resumed_fingerprint(plan: Plan, out: Path) -> str:
@@ -230,8 +292,9 @@ def measure_peaks(cell: Cell, out: Path) -> None:
     and its cases no roofline_pct."""
     rundir = RunDir(out)
     known = rundir.read_json(rundir.peaks) or {}
-    if cell.device in known and "error" not in known[cell.device]:
-        return
+    have = known.get(cell.device, {})
+    if "error" not in have and have and all(d in have.get("flops", {}) for d in gemm_dtypes(cell.dtypes)):
+        return  # another cell on this device measured it (at these dtypes) already
     cmd = [sys.executable, "-m", "portability.perf.peaks", "--device", cell.device]
     cmd += ["--dtypes", ",".join(cell.dtypes)]
     env = {**os.environ, **cell.env}

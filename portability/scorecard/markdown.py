@@ -4,6 +4,7 @@ failure details collapse or shrink first."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from tabulate import tabulate
@@ -145,11 +146,25 @@ def _cell_row(c: dict[str, Any]) -> list[Any]:
 
 
 def verdict_line(data: dict[str, Any]) -> str:
-    """The scorecard's first claim: how many cases fail, serving rows that fail, cases never run."""
-    n_fail = len(data["failures"])
-    verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
-    if not data["grid"]:
+    """The scorecard's first claim, never more than was checked: "all pass" only when every planned case
+    of every available cell passed; otherwise every non-pass status is counted (failing cases, cases that
+    fell back to native torch, were unsupported, skipped, infra or never run) and every cell that could
+    not start is named. Unavailable cells (this host cannot run them) are reported, not counted."""
+    tally = verdict_counts(data)
+    if tally["planned"] == 0 and not tally["dead"]:
         verdict = "**No operator case in this run.**"
+    elif tally["all_pass"]:
+        verdict = f"**All {tally['planned']} planned case(s) of {tally['ran']} available cell(s) pass.**"
+    else:
+        parts = [f"**{tally['failing']} failing case(s).**"] if tally["failing"] else []
+        other = tally["not_passing"]
+        if other:
+            words = ", ".join(f"{n} {_NOT_PASSING_WORDS.get(s, s)}" for s, n in other.items())
+            parts.append(f"**{sum(other.values())} other case(s) did not pass:** {words}.")
+        if tally["dead"]:
+            names = ", ".join(md_text(c, 60) for c in tally["dead"])
+            parts.append(f"**{len(tally['dead'])} cell(s) could not start:** {names} (reasons in the table).")
+        verdict = " ".join(parts)
     bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
     if bad_serving:
         verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
@@ -161,9 +176,47 @@ def verdict_line(data: dict[str, Any]) -> str:
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
             "`portability run --resume` finishes it)."
         )
+    short = [
+        f"{md_text(c['cell'], 60)} {c['own_code']['exercised']} of {c['own_code']['declared']}"
+        for c in data["cells"]
+        if c.get("own_code") and c["own_code"]["exercised"] < c["own_code"]["declared"]
+    ]
+    if short:
+        verdict += f" Declared operators whose own code ran: {', '.join(short)}."
+    if tally["unavailable"]:
+        verdict += f" {tally['unavailable']} cell(s) unavailable on this host (reasons in the table)."
     if data.get("interrupted"):  # run.json says a signal stopped the run: never read as a finished run
         verdict += f" **The run was interrupted ({md_text(data['interrupted'], 20)}).**"
     return verdict
+
+
+_NOT_PASSING_WORDS = {"fallback": "fallback (ran native torch, not the backend's own code)"}
+
+
+def verdict_counts(data: dict[str, Any]) -> dict[str, Any]:
+    """What the verdict line (and `portability run`'s exit code) is made of, from `summarize`'s data."""
+    cells = data["cells"]
+    dead = [c["cell"] for c in cells if c["state"] == "error"]
+    ran = [c for c in cells if c["state"] not in ("unavailable", "error")]
+    counts: Counter[str] = Counter()
+    for c in ran:
+        counts.update(c["counts"])
+    not_passing = {s: n for s, n in counts.items() if n and s != "pass" and s not in FAILING}
+    not_run = data.get("not_run", 0)
+    if not_run:
+        not_passing["not run"] = not_run
+    failing = sum(n for s, n in counts.items() if s in FAILING)
+    planned = sum(counts.values()) + not_run
+    return {
+        "counts": dict(counts),
+        "planned": planned,
+        "ran": len(ran),
+        "failing": failing,
+        "not_passing": not_passing,
+        "dead": dead,
+        "unavailable": sum(1 for c in cells if c["state"] == "unavailable"),
+        "all_pass": planned > 0 and counts["pass"] == planned and not dead,
+    }
 
 
 def _native_section(data: dict[str, Any], limit: int) -> list[str]:
@@ -358,7 +411,7 @@ def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
         if roof["by_op"]:
             per_op = ", ".join(f"{op} {v:.0f} %" for op, v in roof["by_op"].items())
             cell = md_text(c["cell"], 60)
-            details.append(f"- `{cell}` median roofline_pct per operator: {md_text(per_op)}")
+            details.append(f"- `{cell}` median roofline_pct per operator: {md_text(per_op, cap=8_000)}")
         multi = c["perf"].get("multi_kernel_ops") or {}
         if multi:
             text = ", ".join(f"{op} {k:g}" for op, k in multi.items())

@@ -26,6 +26,11 @@ def _throughput_gate(r: dict[str, Any]) -> str:
     return f"{gate.get('verdict')} ({num(gate.get('ratio'), '.2f')}x {sign} {limit})"
 
 
+def _cell_label(r: dict[str, Any]) -> str:
+    left_off = r.get("flaggems_exclude") or []
+    return (r.get("cell") or "") + (f" without {', '.join(left_off)}" if left_off else "")
+
+
 def _engine_label(r: dict[str, Any]) -> str:
     engine = (r.get("engine") or "") + (" (CUDA graphs)" if r.get("cuda_graphs") else "")
     if (r.get("tensor_parallel_size") or 1) > 1:
@@ -58,8 +63,7 @@ def render_serving_table(rows: list[dict[str, Any]]) -> str:
                 f" greedy {num(gate.get('greedy_agreement'), '.0%')})"
             )
         engine = _engine_label(r)
-        left_off = r.get("flaggems_exclude") or []
-        cell = (r.get("cell") or "") + (f" without {', '.join(left_off)}" if left_off else "")
+        cell = _cell_label(r)
         table.append(
             [
                 md_text(engine, 200),
@@ -124,11 +128,15 @@ def _time_gap_table(rows: list[dict[str, Any]]) -> str:
     table = []
     for r in sorted(rows, key=lambda r: str(r.get("id"))):
         for phase, g in (r.get("time_gap") or {}).items():
-            where = md_text(f"{_engine_label(r)} {r.get('cell') or ''}", 200)
+            where = md_text(f"{_engine_label(r)} {_cell_label(r)}", 200)
             steps = f"{num(g.get('torch_step_ms'), '.2f')} → {num(g.get('step_ms'), '.2f')}"
-            for op in g.get("ops") or [{}]:
-                share = num(op.get("share"), ".0%") if op else ""
-                calls = f"{num(op.get('torch_calls'), '.0f')} → {num(op.get('calls'), '.0f')}" if op else ""
+            for op in g.get("ops") or [{"op": "(no gap: as fast as torch)"}]:
+                share = num(op.get("share"), ".0%")
+                calls = (
+                    f"{num(op.get('torch_calls'), '.0f')} → {num(op.get('calls'), '.0f')}"
+                    if "calls" in op
+                    else ""
+                )
                 table.append(
                     [
                         where,

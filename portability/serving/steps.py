@@ -55,9 +55,12 @@ def step_throughput(cell: ServingCell, state: RunState) -> None:
     s = cell.ctx.s
     shape = f"{s.num_prompts} prompts, {s.input_len}+{s.output_len} tokens"
     say(f"{cell.name} {s.model_name}: throughput ({shape})")
-    spec = cell.spec("throughput")
+    # engines that profile steps do it in the throughput run, after the timed batch (one start-up)
+    spec = cell.spec("throughput", profile=s.profile and cell.engine.profiles_steps)
     t = run_worker(spec, cell.env(), s.timeout_s, cell.log)
     row = cell.row
+    if t.get("profile"):
+        row["profile"] = t["profile"]
     row.update({k: t.get(k) for k in ("startup_s", "warmup_s", "output_tok_s", "total_tok_s", "requests_s")})
     row["dtype"] = spec["dtype"]
     key = cell.baseline_key  # the native baseline: torch, same engine, mode, device and TP size
@@ -168,13 +171,15 @@ def step_profile(cell: ServingCell, state: RunState) -> None:
     if not cell.engine.profiles_steps:
         cell.row["profile_note"] = f"engine '{cell.engine.name}' has no step profile"
         return
-    say(f"{cell.name}: profiling a prefill and a decode step")
-    try:
-        profile = run_worker(cell.spec("profile"), cell.env(), cell.ctx.s.timeout_s, cell.log)
-    except RunFailed as exc:
-        cell.row["profile_note"] = f"step profile failed: {exc}"[:500]
-        return
-    cell.row["profile"] = profile
+    profile = cell.row.get("profile")
+    if profile is None:  # not profiled in the throughput run
+        say(f"{cell.name}: profiling a prefill and a decode step")
+        try:
+            profile = run_worker(cell.spec("profile"), cell.env(), cell.ctx.s.timeout_s, cell.log)
+        except RunFailed as exc:
+            cell.row["profile_note"] = f"step profile failed: {exc}"[:500]
+            return
+        cell.row["profile"] = profile
     if cell.backend == "torch":
         state.native_profiles[cell.baseline_key] = profile
     elif (base := state.native_profiles.get(cell.baseline_key)) is not None:

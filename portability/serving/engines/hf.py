@@ -99,7 +99,10 @@ class HFEngine(ServingEngine):
             devices.synchronize(device)
             elapsed = time.perf_counter() - t0
         in_tokens = sum(len(p) for p in spec["prompts"])
-        return throughput_figures(startup, warmup, elapsed, len(spec["prompts"]), in_tokens, out_tokens)
+        result = throughput_figures(startup, warmup, elapsed, len(spec["prompts"]), in_tokens, out_tokens)
+        if spec.get("profile"):  # the loaded, warm model: no second start-up for the step profile
+            result["profile"] = self._profile(model, spec)
+        return result
 
     def dispatched_ops(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The aten operators a short generation runs (torch backend, the spec's prompts), nested calls
@@ -126,13 +129,15 @@ class HFEngine(ServingEngine):
         return {"dispatched": sorted(names)}
 
     def profile(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._profile(self._model(spec), spec)
+
+    def _profile(self, model: Any, spec: dict[str, Any]) -> dict[str, Any]:
         """One steady-state prefill step (the batch's prompts) and decode step (one token per sequence,
         on the cache that prefill left), profiled after warm-up (`step_profile.profile_steps`)."""
         import torch
 
         from portability.serving.step_profile import profile_steps
 
-        model = self._model(spec)
         ids = torch.tensor(spec["prompts"][: spec["max_num_seqs"]], device=spec["device"])
         state: dict[str, Any] = {}
 

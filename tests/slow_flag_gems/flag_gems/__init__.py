@@ -4,8 +4,9 @@ host, where the real flag_gems cannot initialise: tests put this folder's parent
 
 Like tests/faulty_flag_gems it has the part of flag-gems 5.0.2's interface the matrix uses (`device`,
 `vendor_name`, `_FULL_CONFIG`, `enable(unused=...)`, `only_enable(include=...)`, the `record=True` call
-log) and registers its kernels into aten's CPU dispatch through torch.library, so Qwen3 served with it
-computes with them: every linear layer runs `mm`, the MLP `silu`. Sleeping keeps the box's cores free.
+log, `use_gems(include=...)`) and registers its kernels into aten's CPU dispatch through torch.library,
+so Qwen3 served with it computes with them: every linear layer runs `mm`, the MLP `silu`. Sleeping keeps
+the box's cores free.
 """
 
 from __future__ import annotations
@@ -64,3 +65,17 @@ def enable(lib=None, unused=None, registrar=None, record=False, once=False, path
 
 def only_enable(lib=None, include=None, registrar=None, record=False, once=False, path=None) -> None:
     _register(set(include or ()), record, path)
+
+
+class use_gems:  # FlagGems' own name: the flaggems adapter's probe asks for it
+    def __init__(self, exclude=None, include=None, record=False, once=False, path=None) -> None:
+        self.include = set(include or ())
+
+    def __enter__(self) -> None:
+        _register(self.include, False, None)
+
+    def __exit__(self, *exc: object) -> None:
+        global _library
+        if _library is not None:
+            _library._destroy()
+            _library = None
