@@ -84,21 +84,23 @@ def cmd_scorecard(args: argparse.Namespace) -> int:
 
 
 def _require_results(path: Path) -> None:
-    """`path` (a run directory or a .jsonl file) holds at least one result row: anything else would give
-    an empty scorecard that looks like a run of nothing."""
-    from portability.results.store import iter_results
+    """`path` (a run directory or a .jsonl file) looks like results: at least one line is a JSON object
+    with an `id` (whether each row is valid, and of this run's plan, is results/store.py's to say).
+    Anything else would give an empty scorecard that looks like a run of nothing."""
+    import json
 
     file = RunDir(path).results if path.is_dir() else path
     if not file.is_file():
         raise UsageError(f"{path}: no results.jsonl, expected a run directory or a results.jsonl")
-    try:
-        has_row = any(isinstance(row, dict) and "id" in row for row in iter_results(file, quiet=True))
-    except (OSError, ValueError) as exc:
-        raise UsageError(
-            f"{file}: unreadable ({exc}), expected a results.jsonl of `portability run`"
-        ) from None
-    if not has_row:
-        raise UsageError(f"{file}: no result row, expected a results.jsonl written by `portability run`")
+    with file.open("rb") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except ValueError:  # not JSON, or not UTF-8
+                continue
+            if isinstance(row, dict) and "id" in row:
+                return
+    raise UsageError(f"{file}: no result row, expected a results.jsonl written by `portability run`")
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
