@@ -219,6 +219,9 @@ def pytest_configure(config: pytest.Config) -> None:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             _share_cpu_threads(int(config.workerinput.get("workercount", 1)))
+            from portability.perf.timing import warm_up_profiler
+
+            warm_up_profiler()  # outside every case's timeout: the profiler's first start takes seconds
 
 
 def _share_cpu_threads(workers: int) -> None:
