@@ -7,6 +7,9 @@ A backend adapter answers five questions for one device of a cell `backend@devic
 3. `supported_dtypes()` which dtypes the backend declares it supports; others are `unsupported`.
 4. `route(op)`          a context manager that makes `op` run through the backend and yields the
                         callable to time (eager torch, a torch.compile'd function, FlagGems kernels...).
+   `implements(op)` / `kernel_launches()`  the proof that it did: which operators the backend declares
+                        as its own, and/or a count of its own kernels that ran. A case whose call did not
+                        reach the backend is `fallback`, never `pass`.
 5. `synchronize()` / `time(fn)`  device-correct waiting and timing (inherited; rarely overridden).
 
 A vendor adds a backend with one file: subclass `BackendAdapter`, set `name`, override what differs.
@@ -60,6 +63,9 @@ class BackendAdapter:
     description: ClassVar[str] = ""
     #: whether speedups of this backend are measured against eager torch on the same device
     is_baseline: ClassVar[bool] = False
+    #: whether every case compiles (torch.compile: ~0.8 s a case on a 2-core CPU); the `quick` profile
+    #: then runs only the Qwen3-path operators on this backend (portability/plan/profile.py)
+    compiles_each_case: ClassVar[bool] = False
 
     def __init__(self, device: str, options: dict[str, Any] | None = None) -> None:
         self.device = device
@@ -98,10 +104,31 @@ class BackendAdapter:
         """Context in which calling the yielded callable runs `op` through this backend."""
         yield self.implementation(op)
 
-    def kernel_launches(self) -> int | None:
-        """How many of this backend's own kernels have run in this process, or None if it cannot tell.
-        The conformance kit uses it to check that `route` really reaches the backend."""
+    def implements(self, op: OpSpec) -> bool | None:
+        """Whether this backend has its own code for `op`: True (its kernel runs inside `route`), False
+        (`route` leaves it to native torch: every case of `op` is scored `fallback`, never `pass`), or
+        None (cannot say). Default: True for the baseline (native torch is its own code) and for a spec
+        with an `impls[<name>]` of this backend, else None. Override it with your operator list."""
+        if self.is_baseline or self.name in op.impls:
+            return True
         return None
+
+    def kernel_launches(self) -> int | None:
+        """How many of this backend's own kernels (or functions) have run in this process, or None if it
+        cannot tell. Read before and after each checked call: no increase means the call never reached
+        the backend, and the case is `fallback`. The conformance kit checks that `route` reaches it."""
+        return None
+
+    def counts_launches_of(self, op: OpSpec) -> bool:
+        """Whether `kernel_launches()` sees `op`'s kernels (default True). False: for this op the count
+        proves nothing, and routing rests on `implements()` alone."""
+        return True
+
+    @contextlib.contextmanager
+    def counting_launches(self) -> Iterator[None]:
+        """Open around the checked call only, never while timing: an adapter whose count has a cost
+        (FlagGems' call log) counts inside it only. Default: the count is always on."""
+        yield
 
     def unsupported_reason(self, op: OpSpec) -> str | None:
         """A reason this backend cannot run `op` at all (e.g. no kernel for it), or None."""

@@ -2,10 +2,18 @@
 
 A pytest plugin and test module in one: `portability conformance --backend NAME --device cpu` runs
 `pytest -p portability.conformance <this file>`, so vendors get pytest's reporting (and can run it under
-their own CI). Checks: probe answers (with a reason when unavailable); versions are strings; declared
-dtypes are honoured (each runs a real case and matches the reference); synchronize really waits; timings
-are positive and repeatable; routing really reaches the backend's kernels (the adapter's own count of
-kernel launches rises), where the adapter can tell.
+their own CI). Every check verifies or fails with the reason; nothing passes by checking nothing:
+
+- probe answers (with a reason when unavailable); an unavailable backend or device is a failure unless
+  `--allow-unavailable`;
+- versions are strings; declared dtypes are honoured (a real case matches the reference);
+- synchronize really waits; timings are positive and repeatable;
+- routing reaches the backend's own code: its `kernel_launches()` count rises for each operator it
+  declares (`implements()`); an adapter that cannot count is a failure unless `--allow-unverified-routing`;
+- the backend's own operators give right results: every case of CHECK_OPS it implements (up to
+  MAX_CHECK_NUMEL input elements) through the real harness (`run_case`): contract, values, routing.
+
+The summary lists what was checked and what was skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -16,11 +24,12 @@ import pytest
 import torch
 
 from portability.matrix.config import Tolerance
-from portability.run.case import _to, reference
+from portability.run.case import CaseRequest, _to, reference, run_case
 from portability.run.judge import check_output
 from portability.spec import DEFAULT_TOLERANCE, DTYPES
 
-CHECK_OPS = ("add", "softmax", "silu")
+CHECK_OPS = ("add", "silu", "softmax", "rms_norm")
+MAX_CHECK_NUMEL = 1 << 20  # cases up to this many input elements: a few seconds on a CPU
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,6 +38,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--conformance-backend", default=None, help="adapter name or module:Class / file.py:Class"
     )
     group.addoption("--conformance-device", default="cpu")
+    group.addoption("--allow-unavailable", action="store_true", help="an unavailable backend skips")
+    group.addoption(
+        "--allow-unverified-routing",
+        action="store_true",
+        help="an adapter without kernel_launches() skips the routing check instead of failing it",
+    )
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """What was checked, and what was skipped and why: a conformance pass must say what it covered."""
+    stats = terminalreporter.stats
+    checked = [r.nodeid.split("::")[-1] for r in stats.get("passed", []) if r.when == "call"]
+    skipped = list(stats.get("skipped", []))
+    failed = [r.nodeid.split("::")[-1] for r in stats.get("failed", []) + stats.get("error", [])]
+    write = terminalreporter.write_line
+    write(f"conformance: {len(checked)} check(s) verified, {len(failed)} failed, {len(skipped)} skipped")
+    for name in failed:
+        write(f"  FAILED  {name}")
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        write(f"  skipped {report.nodeid.split('::')[-1]}: {reason.removeprefix('Skipped: ')}")
 
 
 @pytest.fixture(scope="session")
@@ -37,16 +69,35 @@ def adapter(request: pytest.FixtureRequest):
 
     name = request.config.getoption("--conformance-backend")
     if not name:
-        pytest.skip("no --conformance-backend given")
+        pytest.fail("no --conformance-backend given: nothing to check")
     return adapter_class(name)(request.config.getoption("--conformance-device"), {})
 
 
 @pytest.fixture(scope="session")
-def available(adapter):
+def available(adapter, request: pytest.FixtureRequest):
     found = adapter.probe()
     if not found.available:
-        pytest.skip(f"unavailable on this host: {found.reason}")
+        why = f"{adapter.name} is unavailable on {adapter.device} on this host: {found.reason}"
+        if request.config.getoption("--allow-unavailable"):
+            pytest.skip(why + " (--allow-unavailable)")
+        pytest.fail(why + "; nothing of the adapter could be checked (--allow-unavailable makes this a skip)")
     return adapter
+
+
+def _spec(name: str):
+    from portability.catalog import load_catalog
+
+    return load_catalog()[name]
+
+
+def _own_or_skip(adapter, op: str):
+    spec = _spec(op)
+    why = adapter.unsupported_reason(spec)
+    if why:
+        pytest.skip(f"{op}: {why}")
+    if adapter.implements(spec) is False:
+        pytest.skip(f"{adapter.name} declares no {op} of its own (implements() is False)")
+    return spec
 
 
 def test_probe_answers_and_explains_unavailability(adapter):
@@ -119,17 +170,61 @@ def test_timings_are_positive_and_repeatable(available):
 
 
 @pytest.mark.parametrize("op", CHECK_OPS)
-def test_routing_reaches_the_backends_kernels(available, op):
-    from portability.catalog import load_catalog
-
+def test_routing_reaches_the_backends_kernels(available, op, request: pytest.FixtureRequest):
+    spec = _own_or_skip(available, op)
     before = available.kernel_launches()
     if before is None:
-        pytest.skip(f"{available.name} reports no kernel launch count, so routing cannot be verified")
-    spec = load_catalog()[op]
-    if available.unsupported_reason(spec):
-        pytest.skip(available.unsupported_reason(spec))
+        if available.is_baseline:
+            return  # native torch is the baseline's own code by definition
+        why = f"{available.name} reports no kernel launch count, so routing cannot be verified"
+        if request.config.getoption("--allow-unverified-routing"):
+            pytest.skip(why + " (--allow-unverified-routing)")
+        pytest.fail(why + ": implement kernel_launches() (or pass --allow-unverified-routing)")
     (args, kwargs), _ = reference(op, spec.cases[0].name, "fp32")
-    with available.route(spec) as impl:
+    with available.route(spec) as impl, available.counting_launches():
         impl(*_to(args, available.device), **_to(kwargs, available.device))
         available.synchronize()
     assert available.kernel_launches() > before, f"{op} ran, but none of {available.name}'s kernels did"
+
+
+@pytest.mark.parametrize("op", CHECK_OPS)
+def test_own_operators_give_right_results(available, op):
+    """Every small case of the operator at fp32 through the real harness: a wrong kernel fails here."""
+    spec = _own_or_skip(available, op)
+    if "fp32" not in available.supported_dtypes():
+        pytest.skip(f"{available.name} declares no fp32 support")
+    atol, rtol = DEFAULT_TOLERANCE["fp32"]
+    cases = [c for c in spec.cases if sum(t.numel() for t in c.tensors()) <= MAX_CHECK_NUMEL]
+    wrong = []
+    for case in cases:
+        req = CaseRequest(
+            id=f"conformance::{op}/{case.name}",
+            cell=f"{available.name}@{available.device}",
+            backend=available.name,
+            device=available.device,
+            op=op,
+            case=case.name,
+            dtype="fp32",
+            atol=spec.atol.get("fp32", atol),
+            rtol=spec.rtol.get("fp32", rtol),
+            warmup=0,
+            repetitions=1,
+            budget_s=0.05,
+        )
+        row = run_case(req, available, None)
+        if row["status"] != "pass":
+            wrong.append(f"{case.name}: {row['status']}: {row['reason']}")
+    assert not wrong, f"{len(wrong)} of {len(cases)} {op} case(s) did not pass: " + " | ".join(wrong)
+
+
+def test_some_operator_is_its_own(available):
+    """Routing and results are checked on CHECK_OPS: an adapter that declares none of them as its own
+    (implements() False for all) has had nothing checked."""
+    from portability.catalog import load_catalog
+
+    catalog = load_catalog()
+    own = [op for op in CHECK_OPS if op in catalog and available.implements(catalog[op]) is not False]
+    assert own, (
+        f"{available.name} declares none of {', '.join(CHECK_OPS)} as its own (implements() is False): "
+        "routing and results could not be checked"
+    )

@@ -112,6 +112,29 @@ class Exponential(Continuous):
 
 
 @dataclass(frozen=True)
+class Cauchy(Continuous):
+    name: str = "cauchy"
+    median: float = 0.0
+    sigma: float = 1.0
+
+    def cdf(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 + torch.atan((x - self.median) / self.sigma) / math.pi
+
+
+@dataclass(frozen=True)
+class LogNormal(Continuous):
+    """exp(N(mean, std)): the mean and std are those of the underlying normal (torch.Tensor.log_normal_)."""
+
+    name: str = "log-normal"
+    low: float = 0.0
+    mean: float = 0.0
+    std: float = 1.0
+
+    def cdf(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.special.ndtr((x.clamp(min=1e-300).log() - self.mean) / self.std)
+
+
+@dataclass(frozen=True)
 class Bernoulli(Distribution):
     """0/1 values with P(1) = p: the count of ones within Z standard deviations of n·p."""
 

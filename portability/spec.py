@@ -78,6 +78,9 @@ class T:
     (integers in [low, high) stored in the case's float dtype: many equal values, for tie handling).
     layout: "transposed" builds the transpose of a contiguous tensor (a non-contiguous view with the
     given shape); "strided" takes every other element of the last dimension.
+    specials: values written over the drawn ones, at fixed places: the first goes to the very last element
+    (the last row's last column), the next to the first element, the rest spread evenly in between
+    (`T(4, 33, specials=(NAN, INF, -INF))`: NaN/±inf propagation, masked -inf lanes).
     """
 
     shape: tuple[int, ...]
@@ -86,6 +89,7 @@ class T:
     high: float = 1.0
     dtype: str | None = None
     layout: Layout = "contiguous"
+    specials: tuple[float, ...] = ()
 
     def __init__(
         self,
@@ -95,6 +99,7 @@ class T:
         high: float | None = None,
         dtype: str | None = None,
         layout: Layout = "contiguous",
+        specials: tuple[float, ...] = (),
     ) -> None:
         object.__setattr__(self, "shape", tuple(shape))
         object.__setattr__(self, "kind", kind)
@@ -103,6 +108,7 @@ class T:
         object.__setattr__(self, "high", default_high if high is None else high)
         object.__setattr__(self, "dtype", dtype)
         object.__setattr__(self, "layout", layout)
+        object.__setattr__(self, "specials", tuple(specials))
 
     def numel(self) -> int:
         n = 1
@@ -141,7 +147,20 @@ class T:
             t = t.transpose(-1, -2)
         elif self.layout == "strided" and shape:
             t = t[..., ::2]
+        return _place_specials(t, self.specials)
+
+
+def _place_specials(t: torch.Tensor, specials: tuple[float, ...]) -> torch.Tensor:
+    """`t` with `specials` at the places T's docstring names (positions in `t`'s logical order)."""
+    n = t.numel()
+    if not specials or n == 0:
         return t
+    t = t.clone()  # keeps a transposed or strided layout
+    inner = [n * (i + 1) // (len(specials) - 1) for i in range(len(specials) - 2)]
+    for value, place in zip(specials, [n - 1, 0, *inner], strict=False):
+        index = torch.unravel_index(torch.tensor(min(place, n - 1)), t.shape)
+        t[tuple(int(i) for i in index)] = value
+    return t
 
 
 # A sampled case's inputs: (case dtype, seed) -> (args, kwargs) on the CPU, the same for the same seed.
@@ -216,6 +235,19 @@ def _flat_tensors(out: Any) -> list[torch.Tensor]:
     return []
 
 
+# The bug classes young kernel libraries ship, which an OpSpec's cases can exercise (`exercises=`):
+BUG_CLASSES: dict[str, str] = {
+    "block_tail": "sizes just above/below powers of two and block multiples, rows over 65,536 elements",
+    "masked_lanes": "values where a wrong pad for masked lanes (0 instead of -inf) changes the result",
+    "long_reduction": "long reductions/K dimensions where low-precision accumulation loses the result",
+    "strides": "transposed or strided (non-contiguous) inputs",
+    "broadcast": "inputs broadcast against each other",
+    "ties": "many equal values: which index a tie returns",
+    "nonfinite": "NaN and ±inf propagation",
+    "last_row": "a special value in the last row's last column (off-by-one in the final block)",
+    "empty": "zero-element inputs",
+}
+
 Compare = Literal["allclose", "values_of_indices", "sorted_values", "exact", "unordered_rows", "unique"]
 
 # What kind of call an operator is; each kind has its own contract, checked by run/case.py:
@@ -254,6 +286,12 @@ class OpSpec:
     kind:     functional / inplace / out / backward / random: see OpKind above.
     distribution: for random ops, what the output must be distributed as (portability.distributions).
     bytes / flops: models of the work done, for GB/s and TFLOP/s: callables (case, dtype, out) -> int.
+    exercises: which of BUG_CLASSES its cases exercise (names checked by tests/test_verdicts.py).
+
+    The output contract: the shape, and the dtype of the first and of every integer output, must be what
+    the spec's own call gives at the case dtype (run/case.py `check_dtypes`); values as `compare` says.
+    Where a backend may legitimately differ from torch, the one place that says so is `compare` (e.g.
+    "values_of_indices": any index of a tie is accepted).
     """
 
     name: str
@@ -280,6 +318,7 @@ class OpSpec:
     unspecified_if_empty: tuple[int, ...] = ()  # output positions the op's contract leaves undefined when
     # the reference returns them empty (batch norm's saved statistics in eval mode: empty on the CPU,
     # C-sized on CUDA); any value is accepted there
+    exercises: tuple[str, ...] = ()
 
     @property
     def op_kind(self) -> str:

@@ -36,6 +36,18 @@ CASES: list[tuple[str, str | bytes, int, str]] = [
     ("wrong version", "version: 2\n" + GOOD_BACKEND, 1, "version is 2, expected 1"),
     ("unknown adapter", "backends:\n  tpu:\n    adapter: tpu_magic\n", 3, "unknown adapter 'tpu_magic'"),
     ("unknown backend key", "backends:\n  torch:\n    adaptor: torch\n", 3, "unknown key 'adaptor'"),
+    (
+        "FlagGems source of no known form",
+        "backends:\n  flaggems:\n    options:\n      source: latest-please\n",
+        4,
+        "source is the string 'latest-please', expected pypi, installed, a version",
+    ),
+    (
+        "unknown flaggems option",
+        "backends:\n  flaggems:\n    options:\n      sauce: pypi\n",
+        4,
+        "unknown key 'sauce' in backends.flaggems.options, expected one of source, vllm_fl",
+    ),
     ("duplicate backend", "backends:\n  torch: {}\n  torch: {}\n", 3, "duplicate key 'torch'"),
     ("duplicate cell", "backends:\n  torch:\n    devices: [cpu, cuda, cpu]\n", 3, "duplicate cell torch@cpu"),
     ("devices not a list", "backends:\n  torch:\n    devices: 3\n", 3, "is the integer 3, expected a list"),
@@ -257,7 +269,7 @@ def test_missing_file_and_bad_flags_also_exit_2_without_traceback(tmp_path, cli)
     )
     proc = cli("run", "--ops", "softmax,conv9d", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert "--ops: unknown value 'conv9d'" in proc.stderr
+    assert "--ops: unknown operator 'conv9d', expected one of the " in proc.stderr
     proc = cli("run", "--resume", "--out", str(tmp_path / "never-ran"))
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 

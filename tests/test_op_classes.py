@@ -29,8 +29,9 @@ def class_rows(tmp_path_factory) -> dict[str, list[dict]]:
         "perf: {warmup: 1, repetitions: 3, budget_s: 0.1, timeout_s: 120}\n"
     )
     out = tmp_path_factory.mktemp("run")
-    proc = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--tags", "planted", env=SPECS)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    args = ("--out", str(out), "--tags", "planted", "--reruns", "0")  # the bad_* ops fail on purpose
+    proc = run_cli("run", "--matrix", str(matrix), *args, env=SPECS)
+    assert proc.returncode == 1, proc.stderr[-3000:]
     by_op: dict[str, list[dict]] = {}
     for r in rows_of(out):
         by_op.setdefault(r["op"], []).append(r)
@@ -102,3 +103,5 @@ def test_dtypes_a_flaggems_vendor_declares_unsupported_are_unsupported_not_failu
         "bf16": "unsupported",
     }
     assert all("declares no bf16 support" in r["reason"] for r in rows if r["dtype"] == "bf16")
+    # FlagGems' call log (the stub's `add` logs as FlagGems' does) proves its function ran for each case
+    assert all(r["routing"] == "launches" for r in rows if r["dtype"] == "fp32")

@@ -1,15 +1,19 @@
-"""The serving bisection end to end on the CPU: a FlagGems whose `rsqrt` is wrong (tests/faulty_flag_gems,
-registered into aten for real) fails the accuracy gate of Qwen3 served by the hf engine, the bisection
-names `rsqrt` from FlagGems' own call log, and serving again with it left off passes the gate."""
+"""The serving bisection (`serving/bisect.py`): the search over a real predicate on operator subsets, and
+end to end on the CPU: a FlagGems whose `rsqrt` is wrong (tests/faulty_flag_gems, registered into aten for
+real) fails the accuracy gate of Qwen3 served by the hf engine, the bisection names `rsqrt` from FlagGems'
+own call log, and serving again with it left off passes the gate."""
 
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 
 import pytest
+import torch
 
 from portability.results.store import read_results
+from portability.serving.bisect import find_culprits
 from tests.conftest import ROOT, run_cli
 
 FAULTY_FLAG_GEMS = ROOT / "tests" / "faulty_flag_gems"
@@ -29,15 +33,14 @@ serving:
   max_num_seqs: 4
   gate: {prompts: 2, prompt_len: 16}
   bisect_max_runs: 8
+  min_throughput_ratio: 0.05  # the gate under test is the logprob gate: tok/s on a shared box is noise
   timeouts: {run_s: 300}
 """
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("transformers") is None,
-    reason="transformers is not installed (the hf serving engine)",
-)
+HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 
+@pytest.mark.skipif(not HAS_TRANSFORMERS, reason="transformers is not installed (the hf serving engine)")
 def test_a_gate_failure_is_bisected_to_the_faulty_kernel_and_serving_without_it_passes(tmp_path):
     matrix = tmp_path / "matrix.yaml"
     matrix.write_text(MATRIX)
@@ -77,3 +80,66 @@ def test_a_gate_failure_is_bisected_to_the_faulty_kernel_and_serving_without_it_
     assert "flaggems@​cpu without rsqrt" in card  # md_text breaks autolinks after '@'
     # the faulty row stays beside it: the scorecard shows both configurations
     assert "serving:hf:flaggems@cpu:qwen3-tiny" in latest and "1 Qwen3 serving row(s) fail" in card
+
+
+# -- bisection: a real predicate over operator subsets ------------------------------------------------
+# A small two-layer network built from named operators; each operator has a reference implementation and
+# a "backend" one. Some backend implementations are wrong; the predicate runs the network with the
+# backend implementations switched on for exactly the subset and compares with the reference output.
+def _good_ops() -> dict:
+    return {
+        "mm": torch.mm,
+        "add": torch.add,
+        "silu": torch.nn.functional.silu,
+        "softmax": lambda x: torch.softmax(x, -1),
+        "rms_norm": lambda x: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6),
+        "mul": torch.mul,
+        "exp": torch.exp,
+        "tanh": torch.tanh,
+    }
+
+
+def _forward(ops: dict, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    h = ops["rms_norm"](ops["add"](ops["mm"](x, w), x))
+    h = ops["mul"](ops["silu"](h), ops["tanh"](h))
+    return ops["softmax"](ops["add"](ops["mm"](h, w), ops["exp"](h * 0.1)))
+
+
+def _predicate(broken: dict, tol: float = 1e-4):
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(8, 16, generator=gen), torch.randn(16, 16, generator=gen) * 0.3
+    expected = _forward(_good_ops(), x, w)
+    calls = []
+
+    def fails(subset: list[str]) -> bool:
+        calls.append(subset)
+        ops = {**_good_ops(), **{name: broken[name] for name in subset if name in broken}}
+        return not torch.allclose(_forward(ops, x, w), expected, atol=tol, rtol=0)
+
+    return fails, calls
+
+
+def test_bisection_finds_independent_culprits():
+    broken = {
+        "softmax": lambda x: torch.softmax(x * 1.05, -1),  # a wrong scale
+        "silu": lambda x: x * torch.sigmoid(x * 0.9),
+    }
+    ops = list(_good_ops())
+    fails, calls = _predicate(broken)
+    assert fails(ops) and not fails([])
+    calls.clear()
+    result = find_culprits(ops, fails, max_runs=64)
+    assert result.complete and result.culprits == ["silu", "softmax"]
+    assert result.runs == len(calls) <= 2 * 2 * math.ceil(math.log2(len(ops))) + 2
+
+
+def test_bisection_finds_culprits_that_only_fail_together_and_respects_its_budget():
+    # each error alone stays under the tolerance; together they exceed it
+    broken = {"tanh": lambda x: torch.tanh(x) + 0.01, "mul": lambda a, b: torch.mul(a, b) + 0.01}
+    ops = list(_good_ops())
+    fails, _ = _predicate(broken, tol=4e-3)
+    assert fails(ops) and not fails(["mul"]) and not fails(["tanh"]) and fails(["mul", "tanh"])
+    result = find_culprits(ops, fails)
+    assert result.complete and sorted(result.culprits) == ["mul", "tanh"]
+    short = find_culprits(ops, _predicate(broken, tol=4e-3)[0], max_runs=2)
+    assert not short.complete and short.runs == 2 and set(short.culprits) >= {"mul", "tanh"}

@@ -52,7 +52,8 @@ def test_cpu_sweep_end_to_end(tmp_path, cli):
         assert "flag_gems failed to initialise" in flaggems["reason"]
 
     md = (out / "scorecard.md").read_text()
-    assert "**All run cases pass.**" in md
+    planned = len(json.loads((out / "plan.json").read_text())["cases"])
+    assert f"**All {planned} planned case(s) of 2 available cell(s) pass.**" in md
     assert "| softmax" in md and "flaggems@" in md
     junit = ET.parse(out / "junit.xml").getroot()
     assert {s.get("name") for s in junit.iter("testsuite")} >= {"torch@cpu", "inductor@cpu", "flaggems@cpu"}

@@ -1,53 +1,70 @@
 #!/usr/bin/env bash
-# Build vllm-plugin-FL's pure-Python wheel and fetch the pure-Python runtime wheels a GPU box may lack, for
-# the `vllm-fl` serving engine (the plugin is not on PyPI). Run it on a machine with a package registry;
-# carry OUT_DIR to the box (e.g. as .whl/, which tools/gpu-run.sh installs with --no-deps).
+# Build vllm-plugin-FL's pure-Python wheel from a named branch or tag and fetch the pure-Python runtime
+# wheels a GPU box may lack, for the `vllm-fl` serving engine (the plugin is not on PyPI). Run it on a
+# machine with a package registry and GitHub; carry OUT_DIR to the box (e.g. as .whl/, which
+# tools/gpu-run.sh installs with --no-deps).
 #
-# usage: [PYTHON=python3] [VERSION=0.2.0+g38e7dbc] tools/build-vllm-fl-wheel.sh SRC OUT_DIR
-#   SRC      a vllm-plugin-FL source tree (a clone, or `git --git-dir=REPO archive HEAD | tar -x -C SRC`)
+# usage: [PYTHON=python3] tools/build-vllm-fl-wheel.sh REF OUT_DIR [REPO]
+#   REF      the plugin's branch or tag. Which vLLM each branch targets (the plugin README's "Version
+#            Compatibility" table): release/0.2 -> vLLM 0.20.2, main -> vLLM 0.28.0.
 #   OUT_DIR  where the wheels go: vllm_plugin_fl-*.whl, PyYAML (cp312, manylinux2014_x86_64), nvidia-ml-py
-#   PYTHON   the Python that builds the wheel; it needs setuptools and setuptools-scm (no build isolation)
-#   VERSION  the plugin's version; without it setuptools-scm reads SRC's git history, and a tree with no
-#            .git (an archive export) gets the plugin's fallback version 0.0.0
-# VLLM_VENDOR is unset for the build, so no C++ extension is built: the wheel is py3-none-any.
+#   REPO     a clone or URL of vllm-plugin-FL (default https://github.com/flagos-ai/vllm-plugin-FL)
+#   PYTHON   the Python that builds the wheel; it needs setuptools (and setuptools-scm for a tree whose
+#            version is not static), as the build runs without isolation
+#   DOWNLOAD=0  build the plugin's wheel only (no PyYAML / nvidia-ml-py download)
+# The wheel's version gets the branch and commit as its local label (0.1.0+release.0.2.gabc1234): the
+# plugin declares no vLLM in its metadata, and the serving engine reads the branch back from there to pair
+# the plugin with the vLLM it targets (portability/serving/engines/vllm_fl.py). Only that version string
+# is changed, in a temporary export; VLLM_VENDOR is unset, so no C++ extension is built (py3-none-any).
 set -euo pipefail
 
-usage="usage: tools/build-vllm-fl-wheel.sh SRC OUT_DIR"
-if [ $# -ne 2 ]; then
+usage="usage: tools/build-vllm-fl-wheel.sh REF OUT_DIR [REPO]"
+if [ $# -lt 2 ] || [ $# -gt 3 ]; then
   echo "$usage" >&2
   exit 2
 fi
-src=$1 out=$2
+ref=$1 out=$2 repo=${3:-https://github.com/flagos-ai/vllm-plugin-FL}
 python=${PYTHON:-python3}
 
-if [ ! -d "$src" ]; then
-  echo "error: source directory '$src' does not exist ($usage)" >&2
-  exit 2
-fi
-if [ ! -f "$src/pyproject.toml" ]; then
-  echo "error: '$src' has no pyproject.toml: not a vllm-plugin-FL source tree" >&2
-  exit 2
-fi
 if ! command -v "$python" >/dev/null 2>&1; then
   echo "error: no Python '$python' (set PYTHON=...)" >&2
   exit 2
 fi
-if ! "$python" -c "import setuptools, setuptools_scm" >/dev/null 2>&1; then
-  echo "error: $python lacks setuptools and/or setuptools-scm, which the no-isolation build needs:" >&2
-  echo "       $python -m pip install setuptools setuptools-scm" >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if ! git clone --quiet --depth 1 --branch "$ref" "$repo" "$work/src" 2>"$work/clone.err"; then
+  echo "error: cannot check out branch or tag '$ref' of $repo: $(tail -1 "$work/clone.err")" >&2
   exit 2
 fi
+src=$work/src
+if [ ! -f "$src/pyproject.toml" ]; then
+  echo "error: '$ref' of $repo has no pyproject.toml: not a vllm-plugin-FL source tree" >&2
+  exit 2
+fi
+commit=$(git -C "$src" rev-parse --short=7 HEAD)
+slug=$(printf '%s' "$ref" | tr -c 'A-Za-z0-9\n' '.')
+# The version the tree declares (a static [project] version, else setuptools-scm's, which a shallow
+# clone cannot derive: 0.0.0), with the branch and commit as its local label.
+base=$(sed -n 's/^version *= *"\([^"+]*\).*"/\1/p' "$src/pyproject.toml" | head -1)
+version="${base:-0.0.0}+${slug}.g${commit}"
+needs="setuptools"
+if [ -n "$base" ]; then
+  sed -i "0,/^version *= *\"[^\"]*\"/s//version = \"$version\"/" "$src/pyproject.toml"
+else
+  needs="setuptools, setuptools_scm"
+fi
+if ! "$python" -c "import $needs" >/dev/null 2>&1; then
+  echo "error: $python lacks ${needs/_/-}, which the no-isolation build needs" >&2
+  exit 2
+fi
+export SETUPTOOLS_SCM_PRETEND_VERSION_FOR_VLLM_PLUGIN_FL=$version
 
 mkdir -p "$out"
-if [ -n "${VERSION:-}" ]; then
-  export SETUPTOOLS_SCM_PRETEND_VERSION_FOR_VLLM_PLUGIN_FL=$VERSION
-fi
-# Pure Python only: VLLM_VENDOR selects the plugin's C++ extension build.
 env -u VLLM_VENDOR "$python" -m pip wheel --no-deps --no-build-isolation -w "$out" "$src"
 
 # The plugin's one runtime requirement (PyYAML) and the NVML bindings, for a Python 3.12 GPU box.
-"$python" -m pip download --no-deps --python-version 3.12 --only-binary=:all: \
+[ "${DOWNLOAD:-1}" = 0 ] || "$python" -m pip download --no-deps --python-version 3.12 --only-binary=:all: \
   --platform manylinux2014_x86_64 -d "$out" pyyaml nvidia-ml-py
 
-echo "wheels in $out:"
+echo "vllm-plugin-FL $version ($ref at $commit); wheels in $out:"
 ls -1 "$out"/*.whl

@@ -1,16 +1,20 @@
 """Breadth: one spec per FlagGems-registered aten overload that PyTorch's OpInfo database (op_db) reaches.
 
 Which OpInfo entry, which variant (the function, its in-place variant, its out= form, or its backward)
-and which of its samples reach an overload was measured, not guessed: `python -m
-portability.kernels.aten.opinfo` runs the first samples of every op_db entry on the CPU under
-portability.coverage.OverloadRecorder and writes the choice to kernels/aten/_opinfo_table.py (regenerate
-it when flag_gems or torch is upgraded). At import nothing of op_db is loaded (it takes seconds): the
-table alone gives names, dtypes and sizes; a case's inputs come from the OpInfo sample generator run under
-the case's seed (`Case.sampled`), so every backend sees the same numbers for the same torch version.
+and which of its samples reach an overload is measured, not guessed: `regenerate` runs the first samples
+of every op_db entry on the CPU under an OverloadRecorder and keeps, per registered overload, the best
+match. That table is derived for the installed FlagGems and torch and cached on disk by their versions
+(kernels/aten/_opinfo_cache.py): a FlagGems that registers a new aten operator with an OpInfo entry gets
+its cases without anyone writing a spec. The tables for the FlagGems the project ships evidence for are
+checked in (kernels/aten/_opinfo_table*.py; `python -m portability.kernels.aten._opinfo_derive --module NAME`
+writes one for the installed pair). At import nothing of op_db is loaded (it takes seconds) unless the
+table must be derived: names, dtypes and sizes come from the table; a case's inputs come from the OpInfo
+sample generator run under the case's seed (`Case.sampled`), so every backend sees the same numbers for
+the same torch version. Derived specs carry the tag `opinfo-derived`.
 
-Not through OpInfo, written by hand in kernels/aten/extra.py: random ops (they need distribution checks,
-and OpInfo compares them elementwise with itself), overloads no op_db sample reaches (Scalar overloads of
-composite ops like `divide.Scalar`, `__or__`, `fill.Tensor`...), FlagGems-internal ops.
+Not through OpInfo, written by hand in kernels/aten/hand_*.py: Scalar/out/in-place forms and aliases
+(hand_forms.py), random ops (hand_random.py: distribution checks, where OpInfo compares them elementwise
+with themselves), aten-internal ops (hand_internal.py).
 """
 
 from __future__ import annotations
@@ -21,29 +25,21 @@ from functools import cache
 from typing import Any
 
 import torch
-from portability.kernels.aten.extra import SPECS as HAND_SPECS
+from portability.kernels.aten import (
+    _opinfo_table,
+    _opinfo_table_5_3_4,
+    hand_forms,
+    hand_internal,
+    hand_random,
+)
+from portability.kernels.aten._opinfo_cache import Pairs, load_table
+from portability.kernels.aten._opinfo_derive import _detach, regenerate
 
 from portability.spec import DEVICE, DTYPES, Case, CaseUnavailable, OpSpec
 
-HAND = {s.name for s in HAND_SPECS}
+HAND = {s.name for m in (hand_forms, hand_internal, hand_random) for s in m.SPECS}
+DERIVED_TAG = "opinfo-derived"
 
-try:
-    from portability.kernels.aten._opinfo_table import TABLE
-except ImportError:  # not generated yet
-    TABLE = {}
-
-SAMPLES_PER_OP = 3
-MAX_SAMPLE_NUMEL = 1 << 18
-# OpInfo entries never used: random ops (checked statistically in aten/extra.py) and uninitialised memory.
-RANDOM_OPINFOS = {
-    "bernoulli", "cauchy", "exponential", "geometric", "log_normal", "normal", "uniform", "multinomial",
-    "randn", "randn_like", "rand_like", "randint", "randint_like", "nn.functional.dropout",
-    "nn.functional.dropout2d", "nn.functional.dropout3d", "nn.functional.alpha_dropout",
-    "nn.functional.feature_alpha_dropout", "nn.functional.rrelu",
-    "empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided", "empty_permuted",
-    "nn.functional.fractional_max_pool2d", "nn.functional.fractional_max_pool3d",
-    "pca_lowrank", "svd_lowrank",
-}  # fmt: skip
 # (values, indices) results whose raw indices may differ on ties: judged by the values they point at.
 # The position of `dim` in the call (input, *sample.args) for these:
 INDEX_DIM_ARG = {
@@ -103,7 +99,7 @@ def sample_fn(name: str, index: int, backward: bool, grad: bool) -> Callable[[st
         if s is None:
             raise CaseUnavailable(
                 f"op_db {name} has no sample {index} at {dtype} in torch {torch.__version__}: "
-                "regenerate kernels/aten/_opinfo_table.py (python -m portability.kernels.aten.opinfo)"
+                "the table was derived from another torch: delete its cache (kernels/aten/_opinfo_cache.py)"
             )
         args = (s.input, *s.args)
         kwargs = dict(s.kwargs)
@@ -114,16 +110,6 @@ def sample_fn(name: str, index: int, backward: bool, grad: bool) -> Callable[[st
         return args, kwargs
 
     return sample
-
-
-def _detach(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach()
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_detach(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _detach(v) for k, v in obj.items()}
-    return obj
 
 
 def variant_fn(name: str, variant: str) -> Callable[..., Any]:
@@ -143,7 +129,9 @@ def variant_fn(name: str, variant: str) -> Callable[..., Any]:
 KIND = {"op": "functional", "inplace": "inplace", "out": "out", "backward": "backward"}
 
 
-def spec_for(key: str, row: dict[str, Any]) -> OpSpec:
+def spec_for(key: str, row: dict[str, Any], functions: dict[str, list[str]]) -> OpSpec:
+    """The spec of one table row; `functions`: the installed FlagGems' function names per overload (the
+    row's own, from when it was derived, where FlagGems is not installed)."""
     name, variant = row["opinfo"], row["variant"]
     base = key.split(".")[0]
     cases = [
@@ -155,8 +143,8 @@ def spec_for(key: str, row: dict[str, Any]) -> OpSpec:
         variant_fn(name, variant),
         cases=cases,
         dtypes=tuple(row["dtypes"]),
-        flaggems=tuple(row["flaggems"]),
-        tags=("aten", "opinfo", KIND[variant]),
+        flaggems=tuple(functions.get(key, row["flaggems"])),
+        tags=("aten", "opinfo", DERIVED_TAG, KIND[variant]),
         kind=KIND[variant],  # type: ignore[arg-type]
         compare="values_of_indices" if key in INDEX_DIM_ARG else ORDER_FREE.get(key, "allclose"),  # type: ignore[arg-type]
         dim_arg=INDEX_DIM_ARG.get(key, 2),
@@ -168,181 +156,18 @@ def spec_for(key: str, row: dict[str, Any]) -> OpSpec:
     )
 
 
+def _functions(pairs: Pairs) -> dict[str, list[str]]:
+    names: dict[str, list[str]] = {}
+    for key, fn in pairs:
+        names.setdefault(key, []).append(fn)
+    return {k: sorted(set(v)) for k, v in names.items()}
+
+
+CHECKED_IN = {
+    m.__name__.rsplit(".", 1)[-1]: (m.KEY, m.TABLE) for m in (_opinfo_table, _opinfo_table_5_3_4)
+}  # the first is the default, used where flag_gems is not installed
+DERIVED = load_table(CHECKED_IN, regenerate)
+TABLE = DERIVED.table
+FUNCTIONS = _functions(DERIVED.pairs)
 # Overloads with a hand-written spec (random ops above all) are not generated twice.
-SPECS = [spec_for(key, row) for key, row in sorted(TABLE.items()) if f"aten.{key}" not in HAND]
-
-
-# ---- regeneration (python -m portability.kernels.aten.opinfo) ------------------------------------------
-
-
-def _wanted_variant(key: str) -> str:
-    base, _, overload = key.partition(".")
-    if "backward" in base:
-        return "backward"
-    if "out" in overload.split("_"):
-        return "out"
-    if base.endswith("_") and not (base.startswith("__") and not base.startswith("__i")):
-        return "inplace"
-    return "op"
-
-
-def _norm(name: str) -> str:
-    name = name.split(".")[-1] if name.startswith(("nn.", "special.", "linalg.")) else name.split(".")[0]
-    for cut in ("native_", "_backward_data", "_backward", "_with_indices"):
-        name = name.replace(cut, "")
-    return name.strip("_")
-
-
-def _describe(obj: Any) -> str:
-    if isinstance(obj, torch.Tensor):
-        return "x".join(map(str, obj.shape)) or "scalar"
-    if isinstance(obj, (list, tuple)) and any(isinstance(o, torch.Tensor) for o in obj):
-        return "[" + ",".join(_describe(o) for o in obj if isinstance(o, torch.Tensor)) + "]"
-    return ""
-
-
-def regenerate(samples_scanned: int = 10) -> dict[str, dict[str, Any]]:
-    """Measure which OpInfo variant/sample reaches each registered overload (see the module docstring)."""
-    import warnings
-
-    from torch.testing._internal.common_methods_invocations import op_db
-
-    from portability.coverage import OverloadRecorder, flag_gems_registry
-    from portability.spec import DTYPES as NAMES
-
-    warnings.filterwarnings("ignore")
-    registry = flag_gems_registry()
-    keys = {k for k, _ in registry}
-    functions: dict[str, list[str]] = {}
-    for k, fn in registry:
-        functions.setdefault(k, []).append(fn)
-    by_dtype = {v: k for k, v in NAMES.items()}
-    found: dict[str, list[tuple]] = {}
-    r_grad: dict[str, bool] = {}
-    with OverloadRecorder(keys) as rec:
-        for o in op_db:
-            name = o.name + (f".{o.variant_test_name}" if o.variant_test_name else "")
-            if o.name in RANDOM_OPINFOS:
-                continue
-            cpu, cuda = o.supported_dtypes("cpu"), o.supported_dtypes("cuda")
-            dtype = next((d for d in (torch.float32, torch.int64, torch.bool) if d in cpu), None)
-            if dtype is None:
-                continue
-            grad = dtype.is_floating_point and o.supports_autograd
-            r_grad[name] = grad
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(0)
-                    gen = o.sample_inputs("cpu", dtype, requires_grad=grad)
-                    samples = list(itertools.islice(gen, samples_scanned))
-            except Exception:
-                continue
-            variants = ["op", *(["inplace"] if o.inplace_variant else [])]
-            variants += (["out"] if o.supports_out else []) + (["backward"] if grad else [])
-            for i, s in enumerate(samples):
-                args, kwargs = (s.input, *s.args), dict(s.kwargs)
-                numel = sum(t.numel() for t in _tensors((args, kwargs)))
-                if numel > MAX_SAMPLE_NUMEL or _draws_random(kwargs):
-                    continue
-                for v in variants:
-                    hit = _reach(o, v, args, kwargs, rec)
-                    if not hit:
-                        continue
-                    allowed = cpu & cuda
-                    if v == "backward":
-                        allowed &= o.supported_backward_dtypes("cpu")
-                    if v == "inplace" and o.promotes_int_to_float:
-                        allowed = {d for d in allowed if d.is_floating_point}
-                    dts = sorted((by_dtype[d] for d in allowed if d in by_dtype), key=list(NAMES).index)
-                    desc = ", ".join(d for d in (_describe(a) for a in args) if d)
-                    for key in hit & keys:
-                        found.setdefault(key, []).append((name, v, i, numel, desc, dts))
-    table: dict[str, dict[str, Any]] = {}
-    for key, rows in found.items():
-        want = _wanted_variant(key)
-
-        def score(r: tuple, key: str = key, want: str = want) -> tuple:
-            n = _norm(r[0])
-            k = _norm(key)
-            named = 0 if n == k else 1 if (n in k or k in n) else 2
-            return (r[1] != want, named, ("backward" in r[0]) != ("backward" in key), r[0])
-
-        best = min(rows, key=score)
-        if best[1] != want and want in ("inplace", "out", "backward"):
-            continue  # e.g. only the functional form reaches it: leave it to a hand-written spec
-        if not best[5]:
-            continue
-        chosen = sorted((r for r in rows if r[:2] == best[:2]), key=lambda r: r[2])[:SAMPLES_PER_OP]
-        table[key] = {
-            "opinfo": best[0],
-            "variant": best[1],
-            "dtypes": best[5],
-            "flaggems": sorted(set(functions[key])),
-            "samples": [(r[2], r[3], r[4][:60]) for r in chosen],
-            "grad": r_grad[best[0]],
-        }
-    return table
-
-
-def _draws_random(kwargs: dict[str, Any]) -> bool:
-    """A sample that makes a deterministic op random (SDPA with dropout_p > 0): a CPU float64 reference and
-    a device draw different random numbers, so such a sample is never compared element-wise. On an H100,
-    `_safe_softmax` (via SDPA) with dropout_p=0.5 was off by up to 18 on torch@cuda itself."""
-    p = kwargs.get("dropout_p", 0.0)
-    return isinstance(p, (int, float)) and p > 0
-
-
-def _tensors(obj: Any) -> list[torch.Tensor]:
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (list, tuple)):
-        return [t for o in obj for t in _tensors(o)]
-    if isinstance(obj, dict):
-        return [t for o in obj.values() for t in _tensors(o)]
-    return []
-
-
-def _reach(o: Any, variant: str, args: tuple, kwargs: dict, rec: Any) -> set[str]:
-    """The overloads one call of this OpInfo variant reaches (empty if the call fails)."""
-    from portability.run.case import _clone
-
-    a, k = _clone(_detach(args)), _clone(_detach(kwargs))
-    try:
-        if variant == "backward":
-            leaves = [t.requires_grad_() for t in _tensors((a, k)) if t.is_floating_point()]
-            with torch.enable_grad():
-                out = o.op(*a, **k)
-                outs = [t for t in _tensors(out) if t.requires_grad]
-                if not outs or not leaves:
-                    return set()
-                rec.seen.clear()
-                torch.autograd.grad(outs, leaves, [torch.ones_like(t) for t in outs], allow_unused=True)
-            return set(rec.seen)
-        with torch.no_grad():
-            if variant == "out":
-                res = o.op(*a, **k)
-                out = tuple(map(torch.empty_like, res)) if isinstance(res, tuple) else torch.empty_like(res)
-                rec.seen.clear()
-                o.op(*a, **k, out=out)
-            else:
-                rec.seen.clear()
-                (o.inplace_variant if variant == "inplace" else o.op)(*a, **k)
-        return set(rec.seen)
-    except Exception:
-        return set()
-
-
-if __name__ == "__main__":
-    from pathlib import Path
-
-    table = regenerate()
-    target = Path(__file__).with_name("_opinfo_table.py")
-    rows = "".join(f"    {k!r}: {v!r},\n" for k, v in sorted(table.items()))
-    target.write_text(
-        "# ruff: noqa: E501\n"
-        '"""Generated by `python -m portability.kernels.aten.opinfo` (see kernels/aten/opinfo.py): for each\n'
-        "FlagGems-registered aten overload, the OpInfo entry, variant and samples (index, input elements,\n"
-        'shapes) that reach it. One overload per line."""\n\n'
-        f"# torch {torch.__version__}\n# fmt: off\nTABLE = {{\n{rows}}}\n# fmt: on\n"
-    )
-    print(f"{len(table)} overloads -> {target}")
+SPECS = [spec_for(k, row, FUNCTIONS) for k, row in sorted(TABLE.items()) if f"aten.{k}" not in HAND]

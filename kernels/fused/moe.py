@@ -61,11 +61,12 @@ def _canonical_alignment(
     return padded.reshape(1).long(), expert_ids[: n // block_size].long(), key.sort().values % (numel + 1)
 
 
-def moe_align_block_size(
+def aligned_by_expert(
     topk_ids: torch.Tensor, num_experts: int, block_size: int
-) -> tuple[torch.Tensor, ...]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sort the flattened (token, k) entries by expert, pad each expert's run to a multiple of
-    block_size with the value numel, and give the expert of every block (vLLM's moe_align_block_size)."""
+    block_size with the value numel, and give the expert of every block (vLLM's moe_align_block_size):
+    (sorted_token_ids, expert_ids, total padded length), int32 as the kernels take them."""
     flat = topk_ids.flatten().long()
     numel = flat.numel()
     counts = torch.bincount(flat, minlength=num_experts)
@@ -76,7 +77,15 @@ def moe_align_block_size(
     sorted_ids = torch.full((int(padded.sum()),), numel, dtype=torch.int64, device=flat.device)
     sorted_ids[(torch.cumsum(padded, 0) - padded)[expert_of] + rank] = order
     expert_ids = torch.repeat_interleave(torch.arange(num_experts, device=flat.device), padded // block_size)
-    return _canonical_alignment(sorted_ids, expert_ids, padded.sum(), numel, block_size)
+    return sorted_ids.int(), expert_ids.int(), padded.sum().reshape(1).int()
+
+
+def moe_align_block_size(
+    topk_ids: torch.Tensor, num_experts: int, block_size: int
+) -> tuple[torch.Tensor, ...]:
+    """aligned_by_expert, in the canonical form both sides are compared in."""
+    sorted_ids, expert_ids, padded = aligned_by_expert(topk_ids, num_experts, block_size)
+    return _canonical_alignment(sorted_ids, expert_ids, padded, topk_ids.numel(), block_size)
 
 
 def moe_align_block_size_gems(

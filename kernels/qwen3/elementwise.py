@@ -21,6 +21,7 @@ def binary_cases(**rng: float) -> list[Case]:
         Case("norm weight 2560 * 16x512x2560", T(HIDDEN, **rng), T(16, 512, HIDDEN, **rng)),
         Case("transposed 33x65", T(33, 65, **rng), T(33, 65, layout="transposed", **rng)),
         Case("empty", T(0, 8, **rng), T(0, 8, **rng)),
+        Case("block tail 65537", T(65537, **rng), T(65537, **rng)),
     ]
 
 
@@ -33,16 +34,20 @@ def unary_cases(**rng: float) -> list[Case]:
     ]
 
 
+BINARY_BUGS = ("block_tail", "broadcast", "strides", "empty")
+UNARY_BUGS = ("strides", "empty")
+
+
 def binary(
     name: str, fn, flaggems: tuple[str, ...], tags: tuple[str, ...] = ("elementwise",), **rng
 ) -> OpSpec:
-    return OpSpec(name, fn, cases=binary_cases(**rng), flaggems=flaggems, tags=tags)
+    return OpSpec(name, fn, cases=binary_cases(**rng), flaggems=flaggems, tags=tags, exercises=BINARY_BUGS)
 
 
 def unary(
     name: str, fn, flaggems: tuple[str, ...], tags: tuple[str, ...] = ("elementwise",), **rng
 ) -> OpSpec:
-    return OpSpec(name, fn, cases=unary_cases(**rng), flaggems=flaggems, tags=tags)
+    return OpSpec(name, fn, cases=unary_cases(**rng), flaggems=flaggems, tags=tags, exercises=UNARY_BUGS)
 
 
 QWEN = ("qwen3", "elementwise")

@@ -20,6 +20,7 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, w: torch.Tensor)
 
 
 WEIGHT = {"low": 0.5, "high": 1.5}
+NAN, INF = float("nan"), float("inf")
 
 SPECS = [
     OpSpec(
@@ -31,9 +32,16 @@ SPECS = [
             Case("q/k heads 512x8x128", T(512, KV_HEADS, HEAD_DIM), T(HEAD_DIM, **WEIGHT)),
             Case("strided 7x13", T(7, 13, layout="strided"), T(13, **WEIGHT)),
             Case("empty 0x2560", T(0, HIDDEN), T(HIDDEN, **WEIGHT)),
+            # A row one past a power of two: a kernel dividing by its block size instead of the row
+            # length, or reading past the row, is off. 65,537 squares of values in [-1, 1) sum to ~21,800,
+            # where fp16's spacing is 16: accumulating in fp16 loses most addends.
+            Case("block tail 3x4097", T(3, 4097), T(4097, **WEIGHT)),
+            Case("long row 2x65537", T(2, 65537), T(65537, **WEIGHT)),
+            Case("nan/inf 4x33", T(4, 33, specials=(NAN, INF)), T(33, **WEIGHT)),
         ],
         flaggems=("rms_norm",),
         tags=("qwen3", "norm", "smoke"),
+        exercises=("block_tail", "long_reduction", "strides", "nonfinite", "last_row", "empty"),
     ),
     OpSpec(
         "fused_add_rms_norm",
@@ -49,6 +57,7 @@ SPECS = [
             Case("odd 3x1000", T(3, 1000), T(3, 1000), T(1000, **WEIGHT)),
         ],
         tags=("qwen3", "norm", "fused"),
+        exercises=("block_tail",),
     ),
     OpSpec(
         "layer_norm",

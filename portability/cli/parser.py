@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import NoReturn
 
 from portability.cli.commands import (
+    cmd_changed_ops,
     cmd_ci_matrix,
     cmd_conformance,
     cmd_coverage,
@@ -16,19 +18,29 @@ from portability.cli.commands import (
     cmd_new_adapter,
     cmd_report,
     cmd_scorecard,
+    cmd_vendors,
 )
-from portability.cli.run import cmd_run
+from portability.cli.common import EXIT_USAGE
+from portability.cli.run import FAIL_ON, cmd_run
+from portability.matrix.config import MAX_CASE_TIMEOUT_S, PROFILES
 
 DESCRIPTION = "`portability` command line: run, list, scorecard."
 
 
 def _add_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matrix", default="matrix.yaml", help="matrix file (default: ./matrix.yaml)")
-    p.add_argument("--backends", default="", help="comma-separated backend names from the matrix")
-    p.add_argument("--devices", default="", help="comma-separated devices or device types (cpu,cuda,...)")
-    p.add_argument("--ops", default="", help="comma-separated operator names")
-    p.add_argument("--dtypes", default="", help="comma-separated dtypes (fp32,fp16,bf16,...)")
-    p.add_argument("--tags", default="", help="only operators with one of these tags")
+    p.add_argument("--backends", default=None, help="comma-separated backend names from the matrix")
+    p.add_argument("--devices", default=None, help="comma-separated devices or device types (cpu,cuda,...)")
+    p.add_argument("--ops", default=None, help="comma-separated operator names")
+    p.add_argument("--dtypes", default=None, help="comma-separated dtypes (fp32,fp16,bf16,...)")
+    p.add_argument("--tags", default=None, help="only operators with one of these tags")
+    p.add_argument(
+        "--profile",
+        default=None,
+        choices=PROFILES,
+        help="quick: one representative case per operator at fp32; full: every case at every dtype; "
+        "auto (matrix.yaml's `profile:`, default): quick for a plain run on a host without an accelerator",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -41,18 +53,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_seconds(text: str) -> float:
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def _case_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds > 0")
+    if not (0 < value <= MAX_CASE_TIMEOUT_S and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in (0, {MAX_CASE_TIMEOUT_S}]")
     return value
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's usage errors as one line (`portability run: error: ...; see --help`), exit code 2,
+    like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="portability", description=DESCRIPTION)
+    parser = OneLineParser(prog="portability", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the matrix and write results + scorecard into --out")
     _add_filters(run)
@@ -61,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-serving", action="store_true", help="operator cases only")
     run.add_argument("--serving-only", action="store_true", help="Qwen3 serving only, no operator cases")
     run.add_argument(
-        "--engines", default="", help="serving engines (vllm,vllm-fl,hf), overriding matrix.yaml"
+        "--engines", default=None, help="serving engines (vllm,vllm-fl,hf), overriding matrix.yaml"
     )
     run.add_argument(
         "--model",
@@ -76,9 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--flaggems-exclude",
-        default="",
+        default=None,
         help="FlagGems functions left off in the flaggems serving cells (e.g. a bisection's culprits: mul), "
         "overriding serving.flaggems_exclude",
+    )
+    run.add_argument(
+        "--allow-mismatched-pair",
+        action="store_true",
+        help="serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares "
+        "(the row says so), overriding serving.allow_mismatched_pair",
     )
     run.add_argument(
         "--workers",
@@ -89,11 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--case-timeout",
-        type=_positive_seconds,
+        type=_case_seconds,
         default=None,
         metavar="S",
         help="seconds one case may take, compile and autotune included, overriding perf.timeout_s (a warm "
         "cache needs far less than a cold one: a case still running then is reported as a timeout)",
+    )
+    run.add_argument(
+        "--fail-on",
+        choices=FAIL_ON,
+        default="error",
+        help="which results make the exit code 1: fail (wrong results), error (any failing status or a cell "
+        "that could not start; default), any (also fallback, unsupported, skip, infra, not run), never",
+    )
+    run.add_argument(
+        "--reruns",
+        type=_non_negative_int,
+        default=1,
+        metavar="N",
+        help="re-run each failing or crashing case up to N times in a fresh worker before reporting it; "
+        "one that then passes is `flaky` (default 1; timeouts are not re-run)",
     )
     run.add_argument(
         "--repeat",
@@ -118,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
     con = sub.add_parser("conformance", help="check that an adapter keeps the BackendAdapter contract")
     con.add_argument("--backend", required=True, help="adapter name, or module:Class / file.py:Class")
     con.add_argument("--device", default="cpu")
+    con.add_argument(
+        "--allow-unavailable",
+        action="store_true",
+        help="an unavailable backend or device is reported as skipped instead of failing",
+    )
+    con.add_argument(
+        "--allow-unverified-routing",
+        action="store_true",
+        help="an adapter without kernel_launches() skips the routing check instead of failing it",
+    )
     con.set_defaults(func=cmd_conformance)
     new = sub.add_parser("new-adapter", help="write a package skeleton for a new backend adapter")
     new.add_argument("name")
@@ -130,10 +191,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     cim = sub.add_parser("ci-matrix", help="the cells as JSON for a GitHub Actions matrix (fromJson)")
     cim.add_argument("--matrix", default="matrix.yaml")
+    cim.add_argument("--cells", default="all", help="backend@device cells, comma-separated, or all")
+    cim.add_argument("--runners", default="", help="runner label per device type: cuda=hopper,npu=ascend")
     cim.set_defaults(func=cmd_ci_matrix)
+    chg = sub.add_parser(
+        "changed-ops", help="the operators a FlagGems pull request touches, for run --ops (all / none / list)"
+    )
+    chg.add_argument("--source", required=True, help="the pull request's FlagGems git checkout")
+    chg.add_argument("--base", required=True, help="the pull request's base commit (or branch)")
+    chg.set_defaults(func=cmd_changed_ops)
     mrg = sub.add_parser("merge", help="merge run directories from several machines into one scorecard")
-    mrg.add_argument("shards", nargs="+", help="run directories (or results.jsonl files)")
+    mrg.add_argument("shards", nargs="*", help="run directories (or results.jsonl files)")
     mrg.add_argument("--out", required=True)
+    mrg.add_argument(
+        "--expected-cells",
+        default="",
+        help="backend@device cells the shards should hold (a CI matrix's): one without a shard is not run",
+    )
     mrg.set_defaults(func=cmd_merge)
     dif = sub.add_parser(
         "diff", help="regressions and improvements of NEW against BASE (PR-comment Markdown)"
@@ -147,4 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     cov.add_argument("--backend", default="flaggems")
     cov.add_argument("--json", action="store_true", help="machine-readable output")
     cov.set_defaults(func=cmd_coverage)
+    ven = sub.add_parser(
+        "vendors", help="what each vendor backend of the installed FlagGems declares (no hardware needed)"
+    )
+    ven.add_argument("--vllm-fl", default=None, help="a vllm-plugin-FL tree: add its per-vendor blacklists")
+    ven.add_argument("--json", action="store_true", help="machine-readable output")
+    ven.set_defaults(func=cmd_vendors)
     return parser

@@ -9,12 +9,13 @@ and the checks' building blocks, are in `portability.matrix.yaml_lines`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from portability.devices import DEVICE_TYPES
+from portability.flaggems.source import SOURCE_FORMS, source_problem
 from portability.matrix.yaml_lines import ConfigError, Path_, Validator, kind_of, read_yaml
 from portability.perf.cache import CACHE_SETTINGS
 from portability.registry import BUILTIN_ADAPTERS
@@ -75,6 +76,7 @@ class MatrixConfig:
     serving: Any  # ServingSettings (or None: no serving block) once validated
     line_of: Callable[[Path_], int] = field(repr=False, default=lambda p: 1)
     serving_block: dict[str, Any] = field(default_factory=dict)  # as written, for command-line overrides
+    profile: str = "auto"  # auto | quick | full (portability/plan/profile.py); --profile overrides it
 
     def tolerance(
         self,
@@ -107,18 +109,27 @@ class MatrixConfig:
 
 # --- validation ------------------------------------------------------------------------------------
 
-TOP_KEYS = ("version", "backends", "operators", "tolerances", "perf", "serving")
+TOP_KEYS = ("version", "profile", "backends", "operators", "tolerances", "perf", "serving")
+PROFILES = ("auto", "quick", "full")  # portability/plan/profile.py says what each runs
+# pytest-timeout's watchdog thread cannot wait much longer than a day (1e300 s overflows it): one day bounds
+# a case, compile and autotune included, both in perf.timeout_s and in --case-timeout.
+MAX_CASE_TIMEOUT_S = 86_400
 BACKEND_KEYS = ("adapter", "devices", "dtypes", "options", "env")
+# the flaggems adapter's options: what `nox -s matrix` installs, and a vllm-plugin-FL tree whose
+# per-vendor blacklists join the scorecard's declared-support view
+FLAGGEMS_OPTIONS = ("source", "vllm_fl")
 
 
 def load_matrix(
     path: str | Path,
     adapters: tuple[str, ...] | Callable[[str], bool],
-    operators: tuple[str, ...],
+    operators: Sequence[str] | Mapping[str, Sequence[str]],
     tags: tuple[str, ...],
     validate_serving: Callable[[dict[str, Any], Callable[..., NoReturn]], Any] | None = None,
 ) -> MatrixConfig:
-    """Read and validate a matrix file. Raises ConfigError with a one-line message on any mistake."""
+    """Read and validate a matrix file. Raises ConfigError with a one-line message on any mistake.
+    `operators`: the catalog's operator names, or a mapping of each to its case names (then the case
+    names of `tolerances.cases` keys are checked too)."""
     path = Path(path)
     file = str(path)  # as the user wrote it: "matrix.yaml:12: ..." for the default
     data, lines = read_yaml(path, file)
@@ -128,22 +139,34 @@ def load_matrix(
         v.error(("version",), f"version is {top['version']!r}", "1")
     if "backends" not in top:
         v.error((), "no 'backends' key", "a 'backends' mapping naming at least one backend")
-    backends = _backends(v, top["backends"], adapters)
-    ops = _operators(v, top.get("operators", {}), operators, tags)
-    tolerances = _tolerances(v, top.get("tolerances", {}), backends)
+    backends = _backends(v, top["backends"], adapters, path.parent)
+    ops = _operators(v, top.get("operators", {}), tuple(operators), tags)
+    tolerances = _tolerances(v, top.get("tolerances", {}), backends, operators)
     perf = _perf(v, top.get("perf", {}))
+    profile = top.get("profile", "auto")
+    if profile not in PROFILES:
+        v.error(("profile",), f"profile is {kind_of(profile)}", v.one_of(profile, PROFILES))
     block = top.get("serving", {}) or {}
     v.mapping(block, ("serving",))
     serving: Any = block
     if validate_serving is not None:
         serving = validate_serving(block, lambda p, what, expected: v.error(("serving", *p), what, expected))
-    return MatrixConfig(
-        file, backends, ops, tolerances, perf, serving, line_of=v.line, serving_block=dict(block)
-    )
+    return MatrixConfig(file, backends, ops, tolerances, perf, serving, v.line, dict(block), profile)
+
+
+def _adapter_file(adapter: str, matrix_dir: Path) -> str:
+    """`file.py:Class` with a relative path means the file beside the matrix (an older matrix may mean
+    the working directory: used when only that exists); made absolute so every process finds it."""
+    module, _, attr = adapter.rpartition(":")
+    if not module.endswith(".py") or Path(module).is_absolute():
+        return adapter
+    beside = matrix_dir / module
+    chosen = beside if beside.is_file() or not Path(module).is_file() else Path(module)
+    return f"{chosen.resolve()}:{attr}"
 
 
 def _backends(
-    v: Validator, value: Any, adapters: tuple[str, ...] | Callable[[str], bool]
+    v: Validator, value: Any, adapters: tuple[str, ...] | Callable[[str], bool], matrix_dir: Path
 ) -> dict[str, BackendConfig]:
     block = v.mapping(value, ("backends",))
     if not block:
@@ -163,6 +186,7 @@ def _backends(
                 f"unknown adapter {adapter!r}",
                 f"one of {names}, an installed plugin's name, or 'module:Class' / 'file.py:Class'",
             )
+        adapter = _adapter_file(adapter, matrix_dir)
         devices = v.str_list(body.get("devices", ["cpu"]), (*p, "devices"), what="device")
         for i, dev in enumerate(devices):
             dtype, _, index = dev.partition(":")
@@ -183,6 +207,8 @@ def _backends(
             body.get("dtypes", ["fp32", "fp16", "bf16"]), (*p, "dtypes"), tuple(DTYPES), "dtype"
         )
         options = v.mapping(body.get("options", {}) or {}, (*p, "options"))
+        if adapter == "flaggems":
+            _flaggems_options(v, options, (*p, "options"))
         env = v.mapping(body.get("env", {}) or {}, (*p, "env"))
         for k, val in env.items():
             if not isinstance(val, (str, int, float)) or isinstance(val, bool):
@@ -191,6 +217,14 @@ def _backends(
             name, adapter, devices, dtypes, options, {k: str(x) for k, x in env.items()}
         )
     return out
+
+
+def _flaggems_options(v: Validator, options: dict[str, Any], p: Path_) -> None:
+    v.mapping(options, p, FLAGGEMS_OPTIONS)
+    if "source" in options and source_problem(options["source"]):
+        v.error((*p, "source"), f"source is {kind_of(options['source'])}", SOURCE_FORMS)
+    if "vllm_fl" in options and not isinstance(options["vllm_fl"], str):
+        v.error((*p, "vllm_fl"), f"vllm_fl is {kind_of(options['vllm_fl'])}", "a vllm-plugin-FL tree's path")
 
 
 def _operators(
@@ -214,8 +248,27 @@ def _tol_pair(v: Validator, value: Any, path: Path_) -> Tolerance:
     return Tolerance(atol, rtol)  # type: ignore[arg-type]  # a missing one falls through to the next layer
 
 
+def _case_key(v: Validator, key: Any, operators: Sequence[str] | Mapping[str, Sequence[str]]) -> None:
+    """A `tolerances.cases` key is `op` or `op/case` of the catalog (op names hold no '/')."""
+    p = ("tolerances", "cases", key)
+    op, slash, case = str(key).partition("/")
+    if op not in operators:
+        v.error(
+            p, f"tolerances.cases key '{key}' names no operator", v.one_of(op, tuple(operators), "operator")
+        )
+    if slash and isinstance(operators, Mapping) and case not in operators[op]:
+        v.error(
+            p,
+            f"tolerances.cases key '{key}': {op} has no case '{case}'",
+            v.one_of(case, tuple(operators[op]), f"{op} case"),
+        )
+
+
 def _tolerances(
-    v: Validator, value: Any, backends: dict[str, BackendConfig]
+    v: Validator,
+    value: Any,
+    backends: dict[str, BackendConfig],
+    operators: Sequence[str] | Mapping[str, Sequence[str]] = (),
 ) -> dict[str, dict[str, dict[str, Tolerance]]]:
     block = v.mapping(value or {}, ("tolerances",), ("dtypes", "backends", "devices", "cases"))
     out: dict[str, dict[str, dict[str, Tolerance]]] = {
@@ -236,6 +289,8 @@ def _tolerances(
     for section, allowed in allowed_keys.items():
         sec = v.mapping(block.get(section, {}) or {}, ("tolerances", section), allowed)
         for key, per_dtype in sec.items():
+            if section == "cases" and operators:
+                _case_key(v, key, operators)
             p = ("tolerances", section, key)
             per = v.mapping(per_dtype, p, tuple(DTYPES))
             out[section][str(key)] = {d: _tol_pair(v, pair, (*p, d)) for d, pair in per.items()}
@@ -253,7 +308,9 @@ def _perf(v: Validator, value: Any) -> PerfSettings:
     if "budget_s" in block:
         p.budget_s = float(v.number(block["budget_s"], ("perf", "budget_s"), allow_zero=False))
     if "timeout_s" in block:
-        p.timeout_s = float(v.number(block["timeout_s"], ("perf", "timeout_s"), allow_zero=False))
+        p.timeout_s = float(
+            v.number(block["timeout_s"], ("perf", "timeout_s"), allow_zero=False, maximum=MAX_CASE_TIMEOUT_S)
+        )
     if "workers" in block:
         w = block["workers"]
         if w != "auto":

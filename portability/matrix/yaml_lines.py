@@ -9,7 +9,10 @@ raises `ConfigError` naming the file line and saying what is allowed, in one lin
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,6 +25,9 @@ PLAIN_TAGS = frozenset(
     f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq", "timestamp")
 )
 MAX_FILE_BYTES = 1_000_000
+STR_TAG = "tag:yaml.org,2002:str"
+# PyYAML follows YAML 1.1, whose float needs a dot (`1.0e-3`); a plain `1e-3` would be the string "1e-3".
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
 
 Path_ = tuple[Any, ...]
 
@@ -108,6 +114,8 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(v, (*path, i), node.start_mark.line + 1) for i, v in enumerate(node.value)]
+        if node.tag == STR_TAG and node.style is None and _EXPONENT_FLOAT.match(node.value):
+            return float(node.value)  # `1e-3`: a number in YAML 1.2 and to every reader, a string to PyYAML
         return _SCALARS.construct_object(node, deep=True)
 
     loader = None
@@ -140,11 +148,35 @@ def _compose(text: str, file: str) -> tuple[Any, dict[Path_, int]]:
 _SCALARS = yaml.SafeLoader("")
 
 
+# Past this many allowed values an error names the closest few instead of all of them (the catalog has
+# some 500 operators: never one line of 500 names).
+MAX_LISTED = 12
+
+
+def one_of(value: Any, allowed: Sequence[str], what: str = "value") -> str:
+    """The `expected ...` half of an error about `value` not in `allowed`: every allowed value when they
+    are few, else the closest (difflib) and how to list all; "did you mean" when one is close."""
+    close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=3, cutoff=0.6)
+    if len(allowed) <= MAX_LISTED:
+        listed = f"one of {', '.join(map(str, allowed))}"
+        return f"{listed} (did you mean '{close[0]}'?)" if close else listed
+    nearest = f"did you mean {', '.join(repr(c) for c in close)}?" if close else "none is close"
+    return f"one of the {len(allowed)} known {what}s ({nearest})"
+
+
 class Validator:
     """The schema's checks for one file: each names the line of `path` and says what is allowed."""
 
     def __init__(self, file: str, lines: dict[Path_, int]) -> None:
         self.file, self.lines = file, lines
+
+    @staticmethod
+    def reporting_to(error: Callable[[Path_, str, str], NoReturn], prefix: Path_ = ()) -> Validator:
+        """A Validator whose errors go to `error(path, what, expected)` with `prefix` cut off the path
+        (for a block checked apart from its file, e.g. command-line overrides of `serving:`)."""
+        return _CallbackValidator(error, prefix)
+
+    one_of = staticmethod(one_of)
 
     def line(self, path: Path_) -> int:
         p = tuple(path)
@@ -162,33 +194,87 @@ class Validator:
         if allowed is not None:
             for key in value:
                 if key not in allowed:
-                    self.error((*path, key), f"unknown key '{key}' in {name}", f"one of {', '.join(allowed)}")
+                    self.error((*path, key), f"unknown key '{key}' in {name}", one_of(key, allowed, "key"))
         return value
 
     def str_list(
-        self, value: Any, path: Path_, allowed: tuple[str, ...] | None = None, what: str = "name"
+        self,
+        value: Any,
+        path: Path_,
+        allowed: Sequence[str] | None = None,
+        what: str = "name",
+        strict: bool = False,
     ) -> list[str]:
-        if isinstance(value, str):
+        """A list of names (a single string counts as a list of one, unless `strict`: then the list must
+        be a non-empty list without repeats)."""
+        if isinstance(value, str) and not strict:
             value = [value]
-        if not isinstance(value, list):
-            self.error(path, f"{'.'.join(map(str, path))} is {kind_of(value)}", f"a list of {what}s")
+        if not isinstance(value, list) or (strict and not value):
+            shown = kind_of(value) if not strict else repr(value)
+            self.error(
+                path, f"{'.'.join(map(str, path))} is {shown}", f"a {'non-empty ' * strict}list of {what}s"
+            )
         for i, item in enumerate(value):
             if not isinstance(item, str):
                 self.error((*path, i), f"{what} {item!r} is {kind_of(item)}", f"a {what} string")
             if allowed is not None and item not in allowed:
-                self.error((*path, i), f"unknown {what} '{item}'", f"one of {', '.join(allowed)}")
+                self.error((*path, i), f"unknown {what} '{item}'", one_of(item, allowed, what))
+        if strict and len(set(value)) != len(value):
+            self.error(path, f"{path[-1]} lists a name twice", "each name once")
         return list(value)
 
     def number(
-        self, value: Any, path: Path_, minimum: float = 0.0, integer: bool = False, allow_zero: bool = True
+        self,
+        value: Any,
+        path: Path_,
+        minimum: float = 0.0,
+        integer: bool = False,
+        allow_zero: bool = True,
+        maximum: float = math.inf,
+        expected: str | None = None,
     ) -> float:
+        """A finite number (an integer when `integer`) within [minimum, maximum] (`minimum` itself
+        excluded unless `allow_zero`); `expected` replaces the default wording of the error."""
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
-            self.error(path, f"{path[-1]} is {kind_of(value)}", "an integer" if integer else "a number")
-        if value < minimum or (not allow_zero and value == 0) or not math.isfinite(value):
+            self.error(
+                path, f"{path[-1]} is {kind_of(value)}", expected or ("an integer" if integer else "a number")
+            )
+        if (
+            not math.isfinite(value)
+            or value < minimum
+            or (not allow_zero and value == minimum)
+            or value > maximum
+        ):
             bound = f">= {minimum}" if allow_zero else f"> {minimum}"
-            self.error(path, f"{path[-1]} is {value}", f"a finite number {bound}")
+            if maximum < math.inf:
+                bound += f" and <= {maximum:g}"
+            self.error(path, f"{path[-1]} is {value!r}", expected or f"a finite number {bound}")
         return value
+
+    def boolean(self, value: Any, path: Path_) -> bool:
+        if not isinstance(value, bool):
+            self.error(path, f"{path[-1]} is {value!r}", "true or false")
+        return value
+
+    def choice(self, value: Any, path: Path_, allowed: Sequence[str], name: str | None = None) -> str:
+        """`value` if it is one of `allowed`; `name` is how the error names the value (default: its key)."""
+        if value not in allowed:
+            self.error(path, f"{name or path[-1]} is {value!r}", one_of(value, allowed))
+        return value
+
+
+class _CallbackValidator(Validator):
+    def __init__(self, error: Callable[[Path_, str, str], NoReturn], prefix: Path_) -> None:
+        super().__init__("", {})
+        self._report, self.prefix = error, tuple(prefix)
+
+    def error(self, path: Path_, what: str, expected: str) -> NoReturn:
+        path = tuple(path)
+        self._report(
+            path[len(self.prefix) :] if path[: len(self.prefix)] == self.prefix else path, what, expected
+        )
+        raise AssertionError("the error callback must raise")  # pragma: no cover
 
 
 def kind_of(value: Any) -> str:

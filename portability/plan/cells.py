@@ -7,6 +7,8 @@ adapter itself fails to import), so a scorecard always shows the whole declared 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,8 +18,10 @@ from typing import Any
 from portability import devices
 from portability.catalog import load_catalog
 from portability.matrix.config import MatrixConfig
+from portability.plan import profile as profiles
 from portability.plan.case_id import CaseId
 from portability.registry import adapter_class
+from portability.results.rundir import RunDir, RunFileError
 from portability.run.case import CaseRequest
 from portability.spec import OpSpec
 
@@ -48,14 +52,22 @@ class Plan:
     timeout_s: float
     workers: int | str
     refused: list[tuple[CaseRequest, str]] = field(default_factory=list)  # never run, with the reason
+    profile: str = "full"  # quick | full (plan/profile.py)
 
     def cases_of(self, cell: Cell) -> list[CaseRequest]:
         return [c for c in self.cases if c.cell == cell.id]
+
+    def fingerprint(self) -> str:
+        """What identifies the plan: its case ids, those refused at plan time included (free memory may
+        differ between a run and its resume; the cases do not). Rows carry it as `plan`."""
+        ids = sorted({c.id for c in self.cases} | {req.id for req, _ in self.refused})
+        return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
     def write(self, path: Path) -> None:
         path.write_text(
             json.dumps(
                 {
+                    "fingerprint": self.fingerprint(),
                     "cells": [asdict(c) for c in self.cells],
                     "cases": [asdict(c) for c in self.cases],
                     "timeout_s": self.timeout_s,
@@ -67,13 +79,19 @@ class Plan:
 
     @classmethod
     def read(cls, path: Path) -> Plan:
-        data = json.loads(Path(path).read_text())
-        return cls(
-            [Cell(**c) for c in data["cells"]],
-            [CaseRequest(**c) for c in data["cases"]],
-            data["timeout_s"],
-            data["workers"],
-        )
+        """The plan in a plan file; RunFileError (one line, no traceback) when it is not one."""
+        data = RunDir(Path(path).parent).read_json(Path(path))
+        try:
+            return cls(
+                [Cell(**c) for c in data["cells"]],
+                [CaseRequest(**c) for c in data["cases"]],
+                data["timeout_s"],
+                data["workers"],
+            )
+        except (KeyError, TypeError) as exc:
+            why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            expected = "expected what `portability run` writes"
+            raise RunFileError(f"{path}: not a plan ({why}), {expected}") from None
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,8 @@ def probe_cell(cell: Cell) -> Cell:
             cell.device_count = max(1, devices.probe_device(cell.device).count)
         else:
             cell.status, cell.reason = "unavailable", found.reason
+            with contextlib.suppress(Exception):  # which version was unavailable is worth saying too
+                cell.versions = adapter.versions()
     except Exception as exc:  # an adapter that cannot even import is an error of that cell, not of ops
         cell.status, cell.reason = "error", f"adapter failed to load: {type(exc).__name__}: {exc}"
     finally:
@@ -137,7 +157,21 @@ def memory_refusal(case_bytes: int, free_bytes: int | None) -> str | None:
     )
 
 
-def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Plan:
+def operators_chosen(config: MatrixConfig, filters: Filters) -> bool:
+    """Whether the matrix or the command line narrowed the operators (then `auto` means `full`)."""
+    sel = config.operators
+    return bool(filters.ops or filters.tags or sel.include != "all" or sel.tags)
+
+
+def _compiles_each_case(cell: Cell) -> bool:
+    try:
+        return bool(getattr(adapter_class(cell.adapter), "compiles_each_case", False))
+    except Exception:  # the probe already recorded why the adapter cannot load
+        return False
+
+
+def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True, profile: str = "full") -> Plan:
+    """The cells (probed unless `probe` is False) and their cases under `profile` (plan/profile.py)."""
     cells: list[Cell] = []
     for b in config.backends.values():
         if filters.backends and b.name not in filters.backends:
@@ -154,6 +188,8 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
     if probe:
         cells = [probe_cell(c) for c in cells]
     ops = select_operators(config, filters)
+    chosen = operators_chosen(config, filters)
+    profile = profiles.resolve_profile(profile, cells, chosen)
     perf = config.perf
     cases: list[CaseRequest] = []
     refused: list[tuple[CaseRequest, str]] = []
@@ -165,11 +201,10 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
             free = devices.memory_stats(cell.device).get("free")
         except Exception:  # a device that cannot report memory is not refused anything
             free = None
-        for spec in ops:
-            for case in spec.cases:
-                for dtype in cell.dtypes:
-                    if dtype not in spec.dtypes:
-                        continue
+        cell_ops = profiles.operators_for_cell(ops, _compiles_each_case(cell), profile, chosen)
+        for spec in cell_ops:
+            for case in profiles.cases_of(spec, profile):
+                for dtype in profiles.dtypes_of(spec, cell.dtypes, profile):
                     tol = config.tolerance(
                         spec.name,
                         case.name,
@@ -201,4 +236,4 @@ def build_plan(config: MatrixConfig, filters: Filters, probe: bool = True) -> Pl
                         refused.append((request, why))
                     else:
                         cases.append(request)
-    return Plan(cells, cases, perf.timeout_s, perf.workers, refused)
+    return Plan(cells, cases, perf.timeout_s, perf.workers, refused, profile)

@@ -6,9 +6,12 @@
     run.json          host, versions, command, timings of the run (wall time, the part spent timing, peaks)
     peaks.json        the measured peaks of each cell's device (portability/perf/peaks.py)
     coverage.json     which FlagGems-registered overloads the catalog exercised
+    declared-support.json   what each FlagGems vendor backend declares (turned-off operators, dtypes)
     merge.json        (merged runs) the shards, duplicates and conflicts
+    run.lock          held by the live run: its pid and generation (results/lock.py)
     scorecard.md / scorecard.json / junit.xml / report.html   the outputs
     logs/             per-worker logs and in-flight markers
+    reruns/CELL.N/    a run directory of its own for the N-th re-run of a cell's failing cases
 
 Code elsewhere asks a `RunDir` for a path instead of spelling a file name.
 """
@@ -22,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 TREND_FILE = "trend.jsonl"  # beside the run directories (one line per run), not inside one
+
+
+class RunFileError(ValueError):
+    """A file of a run directory that cannot be read as what it should be (reported in one line, exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,25 @@ class RunDir:
         return self.path / "coverage.json"
 
     @property
+    def declared_support(self) -> Path:
+        return self.path / "declared-support.json"
+
+    @property
     def merge_report(self) -> Path:
         return self.path / "merge.json"
 
     @property
+    def lock(self) -> Path:
+        return self.path / "run.lock"
+
+    @property
     def logs(self) -> Path:
         return self.path / "logs"
+
+    def rerun(self, cell: str, attempt: int) -> RunDir:
+        """The run directory of a cell's re-run of its failing cases (attempt 2, 3...)."""
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in cell)
+        return RunDir(self.path / "reruns" / f"{safe}.{attempt}")
 
     @property
     def default_trend(self) -> Path:
@@ -82,9 +102,26 @@ class RunDir:
     def report_html(self) -> Path:
         return self.path / "report.html"
 
-    def read_json(self, path: Path) -> Any | None:
-        """The JSON document at `path` (one of this directory's files), or None when it does not exist."""
-        return json.loads(path.read_text()) if path.exists() else None
+    def read_json(self, path: Path) -> dict[str, Any] | None:
+        """The JSON object at `path` (one of this directory's files), or None when it does not exist.
+        A file that is not a JSON object (bad UTF-8, NUL bytes, a torn or foreign file) is refused with
+        RunFileError: one line naming the file and the line, never a traceback."""
+        if not path.exists():
+            return None
+        if path.is_dir():
+            raise RunFileError(f"{path}: is a directory, expected a JSON file")
+        raw = path.read_bytes()
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            raise RunFileError(f"{path}:{line}: not valid UTF-8, expected a JSON object") from None
+        except json.JSONDecodeError as exc:
+            why = f"not valid JSON ({exc.msg}), expected a JSON object"
+            raise RunFileError(f"{path}:{exc.lineno}: {why}") from None
+        if not isinstance(data, dict):
+            raise RunFileError(f"{path}:1: a JSON {type(data).__name__}, expected a JSON object")
+        return data
 
     def write_json(self, path: Path, data: Any, indent: int | None = 1) -> None:
         """Replace `path` atomically: a reader (or a crash) never sees half a file."""

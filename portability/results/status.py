@@ -5,7 +5,11 @@ docs/statuses.md (tests/test_status_table.py checks both agree).
 `Status.kind` says whom a status blames:
 - "ok":        the backend's own code ran and its result was right;
 - "failing":   something is wrong with the backend's operator (counts as a failure);
-- "neutral":   not run or not the backend's to answer (the environment, a declared gap); never a failure.
+- "neutral":   not run or not the backend's to answer (the environment, a declared gap); never a failure,
+               never a pass (`fallback`: the call never reached the backend's code, so it proves nothing).
+
+`rank` puts failing statuses first, then `flaky` and `fallback` before `pass`: an operator with one
+case that fell back to native torch is not shown as the backend's ✓.
 """
 
 from __future__ import annotations
@@ -35,16 +39,18 @@ class Status:
 
 
 STATUS_TABLE: tuple[Status, ...] = (
-    Status("pass", "ok", "✓", "", "pass", "all cases pass (geomean speedup vs torch on the same device)", 5),
+    Status("pass", "ok", "✓", "", "pass", "all cases pass (geomean speedup vs torch on the same device)", 7),
     Status("fail", "failing", "✗", "X", "failure", "wrong result", 4),
+    Status("flaky", "failing", "~", "~", "failure", "failed or crashed, then passed on a re-run", 5),
     Status("error", "failing", "E", "E", "error", "error", 3),
     Status("timeout", "failing", "⏱", "T", "error", "timeout", 1),
     Status("crash", "failing", "💥", "C", "error", "crash", 0),
     Status("oom", "failing", "OOM", "M", "error", "out of memory", 2),
-    Status("unsupported", "neutral", "∅", "U", "skipped", "unsupported dtype/op", 6),
-    Status("skip", "neutral", "–", "-", "skipped", "skipped", 7),
-    Status("infra", "neutral", "?", "?", "skipped", "infra", 8),
-    Status("unavailable", "neutral", "·", "·", "skipped", "cell unavailable", 9),
+    Status("fallback", "neutral", "↩", "F", "skipped", "ran native torch, not the backend's own code", 6),
+    Status("unsupported", "neutral", "∅", "U", "skipped", "unsupported dtype/op", 8),
+    Status("skip", "neutral", "–", "-", "skipped", "skipped", 9),
+    Status("infra", "neutral", "?", "?", "skipped", "infra", 10),
+    Status("unavailable", "neutral", "·", "·", "skipped", "cell unavailable", 11),
 )
 
 BY_NAME: Mapping[str, Status] = {s.name: s for s in STATUS_TABLE}

@@ -157,6 +157,34 @@ def vjp(
     return tuple(g.detach() for g in grads)
 
 
+def output_dtypes(spec: OpSpec, inputs_cpu: tuple[Any, Any]) -> list[torch.dtype | None] | None:
+    """The dtype of each output of the spec's own call at the case dtype, from torch's meta kernels (no
+    data, no compute), or None where they cannot say (data-dependent shapes, ops without a meta kernel).
+    The result dtype is part of an operator's contract (a reduction's dtype, type promotion)."""
+    try:
+        with torch.no_grad():
+            outs = flatten(spec.fn(*_to(inputs_cpu[0], "meta"), **_to(inputs_cpu[1], "meta")))
+    except Exception:
+        return None
+    return [o.dtype if isinstance(o, torch.Tensor) else None for o in outs]
+
+
+def check_dtypes(got: Any, expected: list[torch.dtype | None]) -> Check | None:
+    """A failed Check if an output's dtype differs from the one the operator's contract gives: the first
+    output's, and every integer/bool output's (indices)."""
+    got_l = flatten(got)
+    if len(got_l) != len(expected):
+        return None  # the value check names a wrong number of outputs
+    for position, (g, want) in enumerate(zip(got_l, expected, strict=True)):
+        # Secondary floating-point outputs (saved statistics) legitimately differ by device: bf16 on the
+        # CPU, float32 in the meta and CUDA kernels of native_layer_norm/native_batch_norm.
+        if position and want is not None and want.is_floating_point:
+            continue
+        if want is not None and isinstance(g, torch.Tensor) and g.dtype != want:
+            return Check(False, detail=f"output {position} has dtype {g.dtype}, the operator gives {want}")
+    return None
+
+
 def _draw_cotangents(shapes: list[torch.Size], dtype: str, seed: int) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed ^ 0x5EED)
     rounded = DTYPES[dtype] if DTYPES[dtype].is_floating_point else torch.float32
@@ -305,6 +333,8 @@ class PreparedCase:
     again_kwargs: Any = None
     #: backward ops: the cotangents, drawn here so that no harness arithmetic runs under the route
     cotangents: list[torch.Tensor] | None = None
+    #: the dtypes of the outputs the spec's own call gives at the case dtype (None: not known)
+    out_dtypes: list[torch.dtype | None] | None = None
 
 
 @dataclass
@@ -314,6 +344,8 @@ class CallOutcome:
     out: Any
     first_call_s: float
     again: Any = None
+    #: the backend's own kernels that ran during the call(s) (`kernel_launches()` delta), None if unknown
+    own_launches: int | None = None
 
 
 class _NotRunnable(Exception):
@@ -332,6 +364,7 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
     harness uses (copies, comparisons) cannot change its own verdict."""
     spec = load_catalog()[req.op]
     row: dict[str, Any] = {"status": "pass", "reason": None, "atol": req.atol, "rtol": req.rtol}
+    row["input_bytes"] = req.input_bytes
     refusal = _refusal(req, adapter, spec)
     if refusal:
         return {**row, "status": "unsupported", "reason": refusal}
@@ -342,7 +375,12 @@ def run_case(req: CaseRequest, adapter: BackendAdapter, baseline: BackendAdapter
     try:
         called = call_under_route(adapter, prepared, req)
         row.update(judge_case(prepared, called, Tolerance(req.atol, req.rtol)))
-        row.update(time_case(req, adapter, baseline, prepared, called))
+        row.update(routing_evidence(adapter, spec, called))
+        if row["status"] == "pass" and row["routing"] == "none":
+            row.update(status="fallback", reason=row.pop("fallback_reason"))
+        row.pop("fallback_reason", None)
+        if row["status"] != "fallback":  # native torch's latency is not the backend's: not timed
+            row.update(time_case(req, adapter, baseline, prepared, called))
     except _oom_types() as exc:
         row.update(status="oom", reason=_short(exc))
     except Exception as exc:
@@ -390,6 +428,8 @@ def prepare_case(req: CaseRequest, spec: OpSpec) -> PreparedCase:
             prepared.again_args, prepared.again_kwargs = _clone(args), _clone(kwargs)
         if kind == "backward":
             prepared.cotangents = cotangents(spec, inputs_cpu, req.dtype, seed, req.device)
+        if kind == "functional":  # out= buffers are the harness's: their dtype is not the backend's choice
+            prepared.out_dtypes = output_dtypes(spec, inputs_cpu)
         if want is not None:
             poison_allocator(want, req.device, req.dtype)
     except Exception as exc:
@@ -400,7 +440,8 @@ def prepare_case(req: CaseRequest, spec: OpSpec) -> PreparedCase:
 def call_under_route(adapter: BackendAdapter, prepared: PreparedCase, req: CaseRequest) -> CallOutcome:
     """Stage 2: the call under test, and nothing else, inside the adapter's route."""
     spec, seed = prepared.spec, prepared.seed
-    with adapter.route(spec) as impl:
+    launches_before = adapter.kernel_launches()
+    with adapter.route(spec) as impl, adapter.counting_launches():
         t0 = time.perf_counter()
         with perturbed_malloc(req.device):
             out = invoke(
@@ -419,7 +460,31 @@ def call_under_route(adapter: BackendAdapter, prepared: PreparedCase, req: CaseR
         if spec.op_kind == "random":  # the same seed must give the same output: a second call
             again = invoke(spec, impl, prepared.again_args, prepared.again_kwargs, req.dtype, seed)
             adapter.synchronize()
-    return CallOutcome(out=out, first_call_s=first_call_s, again=again)
+    launches_after = adapter.kernel_launches()
+    own = None if launches_before is None or launches_after is None else launches_after - launches_before
+    return CallOutcome(out=out, first_call_s=first_call_s, again=again, own_launches=own)
+
+
+def routing_evidence(adapter: BackendAdapter, spec: OpSpec, called: CallOutcome) -> dict[str, Any]:
+    """How the case is known to have reached the backend's own code (`routing`): "launches" (its kernel
+    count rose during the call), "declared" (it says it implements the op and cannot count), "unverified"
+    (it can say neither), or "none" with a `fallback_reason` (it declares no such op, or its count did
+    not rise)."""
+    declared = adapter.implements(spec)
+    found: dict[str, Any] = {"implements": declared}
+    native = f"ran native torch, not {adapter.name}"
+    if declared is False:
+        return {
+            **found,
+            "routing": "none",
+            "fallback_reason": f"{native}: it declares no {spec.name} of its own",
+        }
+    if called.own_launches is not None and adapter.counts_launches_of(spec):
+        if called.own_launches > 0:
+            return {**found, "routing": "launches"}
+        why = f"{native}: none of its kernels ran during the call (kernel_launches() did not rise)"
+        return {**found, "routing": "none", "fallback_reason": why}
+    return {**found, "routing": "declared" if declared else "unverified"}
 
 
 def judge_case(prepared: PreparedCase, called: CallOutcome, tol: Tolerance) -> dict[str, Any]:
@@ -428,6 +493,8 @@ def judge_case(prepared: PreparedCase, called: CallOutcome, tol: Tolerance) -> d
     check = check_contract(
         spec, out, prepared.call_args, prepared.call_kwargs, prepared.snapshot, prepared.out_buf
     )
+    if check is None and prepared.out_dtypes is not None:
+        check = check_dtypes(out, prepared.out_dtypes)
     if check is None and spec.op_kind == "random":
         check = _check_random(spec, out, called.again, prepared.args, prepared.kwargs)
     if check is None:

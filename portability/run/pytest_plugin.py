@@ -12,6 +12,7 @@ Loaded explicitly (`pytest -p portability.run.pytest_plugin`) by `portability.ru
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -23,9 +24,15 @@ import pytest
 
 from portability.plan.case_id import CaseId, strip_pytest_file
 from portability.registry import baseline_name
+from portability.results.lock import GENERATION_ENV, PLAN_ENV
 from portability.results.rundir import RunDir
 from portability.results.status import FAILING, NEUTRAL
-from portability.results.store import ResultWriter, iter_results
+from portability.results.store import ResultsUnwritable, ResultWriter, StaleRun, iter_results
+from portability.run.proctree import SESSION_PID_ENV, watch_parent
+from portability.scorecard.safe_text import visible
+
+# The session's exit code when a row could not be written (see run/session.py: EXIT_UNWRITABLE).
+EXIT_UNWRITABLE = 75
 
 # Errors after which a device context is unusable for the rest of the process (sticky CUDA/driver faults
 # a kernel causes): the case is a `crash` and the worker ends itself so the next case gets a fresh context.
@@ -99,7 +106,7 @@ def _adapters_for(config: pytest.Config, cell_id: str) -> tuple[Any, Any]:
         from portability.plan.cells import Plan
         from portability.registry import adapter_class
 
-        plan = Plan.read(Path(config.getoption("--portability-out")) / "cells.plan.json")
+        plan = Plan.read(RunDir(Path(config.getoption("--portability-out"))).cells_plan)
         cell = next(c for c in plan.cells if c.id == cell_id)
         device = cell.device
         if ":" not in device and device != "cpu" and cell.device_count > 1:
@@ -121,21 +128,45 @@ class CaseItem(pytest.Item):
         self.request = request
 
     def runtest(self) -> None:
+        req = self.request
+        worker = _worker_id(self.config)
+        try:
+            _announce(self.config, worker, req.id)
+        except OSError as exc:  # the run directory is full or read-only: nothing of this case could be kept
+            self._stop_unwritten(f"{_start_marker(self.config, worker)}: {exc.strerror}")
+            return
+        full = self._run(req, worker)
+        end_worker = full.pop("_end_worker", False)
+        try:
+            _writer(self.config).append(full)
+        except ResultsUnwritable as exc:
+            self._stop_unwritten(str(exc))
+            return
+        except StaleRun:  # orphaned by an earlier run of this directory: its rows are no longer wanted
+            os._exit(1)
+        _start_marker(self.config, worker).unlink(missing_ok=True)
+        # user_properties travel to the xdist controller through execnet: plain JSON types only.
+        self.user_properties.append(("row", json.loads(json.dumps(full, default=str))))
+        status, reason = full["status"], full.get("reason")
+        if end_worker:
+            # The rest of this process would fail on the poisoned context: end it so xdist starts a fresh
+            # worker. The row is already on disk, so the controller will not write a second one.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
+        if status in FAILING:
+            raise CaseFailed(f"{status}: {reason}")
+        if status in NEUTRAL:
+            pytest.skip(f"{status}: {reason}")
 
+    def _run(self, req: Any, worker: str) -> dict[str, Any]:
+        """The case's full row (`_end_worker` set when the worker must end after writing it)."""
         from portability.run.case import run_case
 
-        req = self.request
-        config = self.config
-        worker = _worker_id(config)
-        marker = _start_marker(config, worker)
-        log = _log_path(config, worker)
-        offset = log.stat().st_size if log.exists() else 0
-        marker.write_text(json.dumps({"id": req.id, "offset": offset, "t": time.time()}))
-        print(f"--- case {req.id}", flush=True)
         started = time.perf_counter()
         adapter = None
         try:
-            adapter, baseline = _adapters_for(config, req.cell)
+            adapter, baseline = _adapters_for(self.config, req.cell)
         except Exception as exc:
             # Set-up of the worker (adapter construction: device init, runtime load, its own allocations)
             # failed: infrastructure, not this operator. Not cached, so the next case tries again.
@@ -149,7 +180,7 @@ class CaseItem(pytest.Item):
             row["status"], row["reason"] = "infra", f"device lost: {row['reason']}"
         elif poisoned:
             row["status"], row["reason"] = "crash", f"device context poisoned: {row['reason']}"
-        full = {
+        return {
             **req.identity(),
             **row,
             "duration_s": round(time.perf_counter() - started, 4),
@@ -159,21 +190,14 @@ class CaseItem(pytest.Item):
             "versions": (_quietly(adapter.versions) or {}) if adapter else {},
             "worker": worker,
             "time": time.time(),
+            **({"_end_worker": True} if poisoned or device_lost else {}),
         }
-        ResultWriter(RunDir(Path(config.getoption("--portability-out"))).results).append(full)
-        marker.unlink(missing_ok=True)
-        # user_properties travel to the xdist controller through execnet: plain JSON types only.
-        self.user_properties.append(("row", json.loads(json.dumps(full, default=str))))
-        if poisoned or device_lost:
-            # The rest of this process would fail on the poisoned context: end it so xdist starts a fresh
-            # worker. The row is already on disk, so the controller will not write a second one.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(3)
-        if row["status"] in FAILING:
-            raise CaseFailed(f"{row['status']}: {row.get('reason')}")
-        if row["status"] in NEUTRAL:
-            pytest.skip(f"{row['status']}: {row.get('reason')}")
+
+    def _stop_unwritten(self, why: str) -> None:
+        """No row could be written: this worker stops taking cases (xdist then stops the session), and the
+        controller records nothing for this case, so `--resume` runs it (it is not a crash)."""
+        self.session.shouldstop = f"results not written: {why}"
+        self.user_properties.append(("unwritten", why))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CaseFailed):
@@ -182,6 +206,32 @@ class CaseItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Any, int, str]:
         return self.path, 0, self.request.id
+
+
+def _announce(config: pytest.Config, worker: str, case_id: str) -> None:
+    """The in-flight marker (which case this worker runs, from which log offset) and the log's case line:
+    if the worker dies, the controller records the case with the last words it printed."""
+    log = _log_path(config, worker)
+    offset = log.stat().st_size if log.exists() else 0
+    _start_marker(config, worker).write_text(json.dumps({"id": case_id, "offset": offset, "t": time.time()}))
+    print(f"--- case {case_id}", flush=True)
+
+
+def _read_marker(marker: Path) -> dict[str, Any]:
+    """A worker's in-flight marker; {} when missing, empty or torn (a full disk, a kill mid-write)."""
+    try:
+        info = json.loads(marker.read_bytes() or b"{}")
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(info, dict):
+        return {}
+    return {k: v for k, v in info.items() if k != "t" or isinstance(v, (int, float))}
+
+
+def _writer(config: pytest.Config) -> ResultWriter:
+    """This run's writer: rows stamped with the run's plan, refused once the run is no longer live."""
+    out = Path(config.getoption("--portability-out"))
+    return ResultWriter(RunDir(out).results, os.environ.get(GENERATION_ENV), os.environ.get(PLAN_ENV))
 
 
 def _short(exc: BaseException) -> str:
@@ -219,9 +269,14 @@ def pytest_configure(config: pytest.Config) -> None:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             _share_cpu_threads(int(config.workerinput.get("workercount", 1)))
-            from portability.perf.timing import warm_up_profiler
+    if hasattr(config, "workerinput"):
+        session_pid = os.environ.get(SESSION_PID_ENV, "")
+        watch_parent(int(session_pid) if session_pid.isdigit() else None)
+        from portability.perf.timing import warm_up_profiler
 
-            warm_up_profiler()  # outside every case's timeout: the profiler's first start takes seconds
+        warm_up_profiler()  # outside every case's timeout: the profiler's first start takes seconds
+    else:
+        os.environ[SESSION_PID_ENV] = str(os.getpid())  # inherited by the workers xdist starts
 
 
 def _share_cpu_threads(workers: int) -> None:
@@ -244,6 +299,8 @@ class _Progress:
         self.total = 0
         self.started = time.monotonic()
         self.is_worker = hasattr(config, "workerinput")
+        self.eta = _BytesEta(config) if not self.is_worker else None
+        self.unwritten = ""
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.total = len(session.items)
@@ -258,13 +315,19 @@ class _Progress:
         crashed = report.when == "???"  # xdist's report for an item whose worker died
         if not (report.when == "call" or crashed or (report.when == "setup" and report.failed)):
             return
-        row = dict(report.user_properties).get("row")
+        said = dict(report.user_properties)
+        if "unwritten" in said:  # the worker could not write this case's row: left for --resume
+            self.stop_unwritten(said["unwritten"])
+            return
+        row = said.get("row")
         if row is None:
             row = self._row_for_dead_worker(report)
             if row is None:
                 return
         self.done += 1
-        _print_progress(self.done, self.total, row, time.monotonic() - self.started)
+        elapsed = time.monotonic() - self.started
+        eta = self.eta.seconds(row, elapsed) if self.eta else None
+        _print_progress(self.done, self.total, row, elapsed, eta)
 
     def _row_for_dead_worker(self, report: pytest.TestReport) -> dict[str, Any] | None:
         out = Path(self.config.getoption("--portability-out"))
@@ -275,7 +338,7 @@ class _Progress:
         node = getattr(report, "node", None)
         worker = node.gateway.id if node is not None else "main"
         marker = _start_marker(self.config, worker)
-        info = json.loads(marker.read_text()) if marker.exists() else {}
+        info = _read_marker(marker)
         marker.unlink(missing_ok=True)
         elapsed = time.time() - info.get("t", time.time())
         said = _since(_log_path(self.config, worker), info.get("offset", 0))
@@ -305,8 +368,26 @@ class _Progress:
             "worker": worker,
             "time": time.time(),
         }
-        ResultWriter(results).append(row)
+        try:
+            _writer(self.config).append(row)
+        except ResultsUnwritable as exc:
+            self.stop_unwritten(str(exc))
+            return None
+        except StaleRun:  # this session was orphaned by an earlier run of the directory: end quietly
+            os._exit(1)
         return row
+
+    def stop_unwritten(self, why: str) -> None:
+        """A row cannot be written: stop the session (xdist's own stop), exit with EXIT_UNWRITABLE."""
+        self.unwritten = why
+        dsession = self.config.pluginmanager.getplugin("dsession")
+        if dsession is not None and not dsession.shouldstop:
+            dsession.shouldstop = f"results not written: {why}"
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.unwritten and not self.is_worker:
+            session.exitstatus = EXIT_UNWRITABLE
 
 
 def _since(log: Path, offset: int) -> str:
@@ -334,7 +415,54 @@ def _last_words(text: str, max_lines: int = 8) -> str:
     return " | ".join(lines[-max_lines:])[-1500:]
 
 
-def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) -> None:
+class _BytesEta:
+    """Time left, weighing each case by its input bytes: cost ~ (1 + bytes) ** k with k fitted on the
+    cases done so far (log-log least squares) but never below `MIN_EXPONENT`. Counting cases instead
+    said "eta 201s" for the last 12 minutes of a CPU sweep whose heavy bf16 GEMMs came last."""
+
+    # On this repository's 2-core CPU box (a quick-profile torch@cpu sweep, 486 cases from 4 B to 335 MB
+    # of input) k = 0.3-0.4 kept the estimate within about 40% of the real time left from the 100th case
+    # on, where counting cases said 20 s with 200 s left; the small cases that come first fit a flatter k.
+    MIN_EXPONENT = 0.35
+
+    def __init__(self, config: pytest.Config) -> None:
+        out = config.getoption("--portability-out")
+        cell = config.getoption("--portability-cell")
+        try:
+            cases = json.loads(RunDir(Path(out)).cells_plan.read_text())["cases"]
+            self.left = {
+                c["id"]: float(c.get("input_bytes") or 0) for c in cases if not cell or c["cell"] == cell
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            self.left = {}
+        self.done: list[tuple[float, float]] = []  # (input bytes, seconds) of finished cases
+
+    def seconds(self, row: dict[str, Any], elapsed: float) -> float | None:
+        size = self.left.pop(str(row.get("id")), None)
+        duration = row.get("duration_s")
+        if size is not None and isinstance(duration, (int, float)):
+            self.done.append((size, float(duration)))
+        if not self.left:
+            return 0.0
+        if len(self.done) < 10:
+            return None
+        k = max(self.MIN_EXPONENT, _log_log_slope(self.done))
+        spent = sum((1 + b) ** k for b, _ in self.done)
+        return elapsed * sum((1 + b) ** k for b in self.left.values()) / spent
+
+
+def _log_log_slope(points: list[tuple[float, float]]) -> float:
+    """The least-squares slope of log(seconds) over log(1 + bytes)."""
+    xs = [math.log1p(b) for b, _ in points]
+    ys = [math.log(max(t, 1e-4)) for _, t in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    var = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
+
+
+def _print_progress(
+    done: int, total: int, row: dict[str, Any], elapsed: float, eta_s: float | None = None
+) -> None:
     width = 24
     filled = int(width * done / total) if total else width
     bar = "#" * filled + "-" * (width - filled)
@@ -344,15 +472,16 @@ def _print_progress(done: int, total: int, row: dict[str, Any], elapsed: float) 
         extra = f" {row['latency_ms']:.3f}ms"
         if row.get("speedup") and str(row.get("backend")) != baseline_name():
             extra += f" x{row['speedup']:.2f}"
-    # Workers start on the heaviest cases (schedule.py) and spend their first seconds importing, so a
-    # linear extrapolation from the first rows is far off (an H100 sweep said 5,592 s at 12 of 3,709
-    # cases; it took 160 s): no figure before 5 % of the cases (at least 10) are done.
-    if done >= min(total, max(10, total // 20)) and done:
-        eta = f"eta {elapsed / done * (total - done):.0f}s"
+    # Workers start on the heaviest cases (schedule.py) and spend their first seconds importing, so an
+    # extrapolation from the first rows is far off (an H100 sweep said 5,592 s at 12 of 3,709 cases; it
+    # took 160 s): no figure before 5 % of the cases (at least 10) are done.
+    if eta_s is not None and done >= min(total, max(10, total // 20)):
+        eta = f"eta {eta_s:.0f}s"
     else:
         eta = "eta after the first cases"
+    names = " ".join(visible(row.get(k), 80) for k in ("cell", "op"))  # no escape codes on the terminal
     sys.stderr.write(
-        f"[{bar}] {done}/{total} {row.get('cell')} {row.get('op')} [{row.get('case')}] "
+        f"[{bar}] {done}/{total} {names} [{visible(row.get('case'), 80)}] "
         f"{row.get('dtype')}: {status}{extra}  ({eta})\n"
     )
     sys.stderr.flush()

@@ -11,19 +11,31 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import portability
 from portability.perf.peaks import PEAKS_ENV, gemm_dtypes
 from portability.plan.cells import Cell, Plan
 from portability.plan.schedule import order_cases
+from portability.results.lock import GENERATION_ENV, PLAN_ENV, RunLock
 from portability.results.rundir import RunDir
-from portability.results.store import ResultWriter, iter_results, latest_by_id
+from portability.results.store import ResultsUnwritable, ResultWriter, iter_results, latest_by_id
+from portability.run.proctree import start_session, stop_session
+
+# The pytest session's exit code when a worker could not write a result row (out of space, read-only):
+# the run stops, and the cases left are for `--resume` (never recorded as crashes). EX_TEMPFAIL.
+EXIT_UNWRITABLE = 75
+
+
+class PlanMismatch(Exception):
+    """--resume with a plan other than the one of the run being resumed."""
 
 
 def cell_row(cell: Cell) -> dict[str, Any]:
@@ -46,8 +58,8 @@ def cell_row(cell: Cell) -> dict[str, Any]:
     }
 
 
-def completed_ids(out: Path) -> set[str]:
-    return set(latest_by_id(iter_results(RunDir(out).results)))
+def completed_ids(out: Path, plan: str | None = None) -> set[str]:
+    return set(latest_by_id(iter_results(RunDir(out).results, plan)))
 
 
 def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
@@ -58,16 +70,24 @@ def _workers(plan: Plan, cell: Cell, n_cases: int) -> int:
     return max(1, min(cell.device_count, n_cases))
 
 
-def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -> int:
-    """Run every case of the plan, appending rows to out/results.jsonl. Returns the worst pytest exit code."""
+# Re-run before they are reported (a fresh pytest session, so fresh workers): a case that passes then is
+# `flaky`. Timeouts are not re-run: a second hang would cost the whole timeout again.
+RERUN_STATUSES = ("fail", "error", "crash", "oom")
+
+
+def run_plan(
+    plan: Plan, out: Path, lock: RunLock, resume: bool = False, quiet: bool = False, reruns: int = 0
+) -> str:
+    """Run every case of the plan, appending rows to out/results.jsonl; `lock` is the run directory's,
+    held by the caller; each failing case is re-run up to `reruns` times. Returns the plan's fingerprint
+    (stamped on every row)."""
     out.mkdir(parents=True, exist_ok=True)
     results = RunDir(out).results
     if not resume and results.exists():
         results.unlink()
-    if resume:
-        _drop_torn_tail(results)
-    done = completed_ids(out) if resume else set()
-    writer = ResultWriter(results)
+    fingerprint = _resumed_fingerprint(plan, out) if resume else plan.fingerprint()
+    done = completed_ids(out, fingerprint) if resume else set()
+    writer = ResultWriter(results, generation=lock.generation, plan=fingerprint)
     for cell in plan.cells:
         row_id = f"cell:{cell.id}"
         if row_id not in done:
@@ -102,11 +122,13 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
         if not quiet:
             sys.stderr.write(f"== {cell.id}: {len(cases)} case(s) on {cell.device_name or cell.device}\n")
         measure_peaks(cell, out)
-        code = _run_cell(todo, cell, len(cases), out)
+        code = _run_cell(todo, cell, len(cases), out, lock.generation, fingerprint)
+        if code == EXIT_UNWRITABLE:  # a worker could not write its row: stop, leave the rest for --resume
+            raise ResultsUnwritable(f"{results}: a worker could not write its result row{_space_note(out)}")
         worst = max(worst, code)
         # Anything still without a row is recorded, not lost. pytest exit codes 0/1 mean it ran the session
         # (a case left over is a crash of that case); any other code means the harness itself broke: infra.
-        have = completed_ids(out)
+        have = completed_ids(out, fingerprint)
         status = "crash" if code in (0, 1) else "infra"
         log = f"logs/pytest.{cell.backend}@{cell.device.replace(':', '_')}.log"
         for req in cases:
@@ -120,21 +142,87 @@ def run_plan(plan: Plan, out: Path, resume: bool = False, quiet: bool = False) -
                         "time": time.time(),
                     }
                 )
-    return worst
+        for attempt in range(2, reruns + 2):
+            if not _rerun_failures(todo, cell, cases, out, writer, attempt, quiet):
+                break
+    return fingerprint
 
 
-def _drop_torn_tail(results: Path) -> None:
-    """A run killed in the middle of an append can leave a last line without its newline. Readers ignore
-    it, but a resumed run appending after it would glue its first row onto it (and lose that row): cut the
-    file back to its last complete line first."""
-    if not results.exists():
-        return
-    data = results.read_bytes()
-    keep = data.rfind(b"\n") + 1
-    if keep < len(data):
-        with results.open("r+b") as fh:
-            fh.truncate(keep)
-            os.fsync(fh.fileno())
+def _rerun_failures(
+    plan: Plan, cell: Cell, cases: list[Any], out: Path, writer: ResultWriter, attempt: int, quiet: bool
+) -> bool:
+    """Run the cell's cases whose latest row is a re-runnable failure again, in a run directory of their
+    own (its own lock and generation), and append one merged row per case with `writer`: `flaky` if it
+    passed now, else the new failure; both outcomes kept in `attempts`. False when nothing was re-run."""
+    latest = latest_by_id(iter_results(RunDir(out).results, writer.plan))
+    again = [c for c in cases if latest.get(c.id, {}).get("status") in RERUN_STATUSES]
+    if not again:
+        return False
+    rerun_dir = RunDir(out).rerun(cell.id, attempt)
+    if rerun_dir.path.exists():
+        shutil.rmtree(rerun_dir.path)
+    rerun_dir.path.mkdir(parents=True)
+    rerun_plan = Plan(plan.cells, again, plan.timeout_s, plan.workers)
+    _write_atomically(rerun_plan, rerun_dir.cells_plan)
+    (rerun_dir.path / "pytest.ini").write_text((out / "pytest.ini").read_text())
+    if RunDir(out).peaks.exists():
+        shutil.copy(RunDir(out).peaks, rerun_dir.peaks)
+    if not quiet:
+        sys.stderr.write(f"== {cell.id}: re-running {len(again)} failing case(s), attempt {attempt}\n")
+    lock = RunLock.acquire(rerun_dir.path)
+    try:
+        _run_cell(rerun_plan, cell, len(again), rerun_dir.path, lock.generation, writer.plan or "")
+    finally:
+        lock.release()
+    second = latest_by_id(iter_results(rerun_dir.results, writer.plan))
+    for req in again:
+        writer.append(merge_attempts(latest[req.id], second.get(req.id), attempt))
+    return True
+
+
+def _outcome(row: dict[str, Any]) -> dict[str, Any]:
+    return {"status": row["status"], "reason": row.get("reason")}
+
+
+def merge_attempts(first: dict[str, Any], again: dict[str, Any] | None, attempt: int) -> dict[str, Any]:
+    """One row for a re-run case: `flaky` (with the passing run's figures) if the re-run passed, the
+    re-run's failure if it failed again, the earlier row if the re-run gave no operator verdict."""
+    attempts = [*first.get("attempts", [_outcome(first)])]
+    attempts.append(_outcome(again) if again else {"status": "infra", "reason": "no row from the re-run"})
+    if again and again["status"] == "pass":
+        earlier = "; ".join(f"{a['status']}: {a['reason']}" for a in attempts[:-1])
+        why = f"passed on attempt {attempt}, after {earlier}"
+        return {**again, "status": "flaky", "reason": why[:2000], "attempts": attempts}
+    if again and again["status"] in (*RERUN_STATUSES, "timeout"):
+        return {**again, "attempts": attempts}
+    return {**first, "attempts": attempts, "time": time.time()}
+
+
+def _resumed_fingerprint(plan: Plan, out: Path) -> str:
+    """The fingerprint of the run being resumed; PlanMismatch when this plan would run other cases (its
+    rows would mix two plans). A plan with no operator case (--serving-only) resumes any run."""
+    earlier = RunDir(out).read_json(RunDir(out).plan)
+    if earlier is None:
+        return plan.fingerprint()
+    recorded = earlier.get("fingerprint")
+    if not plan.cases or recorded in (None, plan.fingerprint()):
+        return recorded or plan.fingerprint()
+    raise PlanMismatch(
+        f"--resume: this command plans other cases than the run in {out} (plan {plan.fingerprint()[:12]}, "
+        f"the run's is {str(recorded)[:12]}), expected the same matrix and filters as that run"
+    )
+
+
+def _space_note(out: Path) -> str:
+    """Why a write in `out` may have failed, as far as the filesystem tells."""
+    try:
+        if not os.access(out, os.W_OK):
+            return " (the directory is not writable)"
+        if os.statvfs(out).f_bavail == 0:
+            return " (no space left on its filesystem)"
+    except OSError:
+        pass
+    return " (see the logs)"
 
 
 def _write_atomically(plan: Plan, path: Path) -> None:
@@ -144,7 +232,7 @@ def _write_atomically(plan: Plan, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
+def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path, generation: str, fingerprint: str) -> int:
     n = _workers(plan, cell, n_cases)
     cmd = [
         sys.executable,
@@ -179,14 +267,21 @@ def _run_cell(plan: Plan, cell: Cell, n_cases: int, out: Path) -> int:
     env.update(cell.env)
     env["PORTABILITY_CELL"] = cell.id  # adapters can tell a cell's worker from the planning process
     env[PEAKS_ENV] = str(RunDir(out).peaks)  # the roofs of the cases' roofline_pct (perf/measure.py)
+    env[GENERATION_ENV], env[PLAN_ENV] = generation, fingerprint  # rows only from this run (results/lock.py)
     src_root = str(Path(portability.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src_root, env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     log = out / "logs" / f"pytest.{cell.backend}@{cell.device.replace(':', '_')}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as fh:
-        # argv list, never a shell: no text from matrix.yaml is ever interpreted by a shell.
-        proc = subprocess.run(cmd, env=env, stdout=fh, stderr=None, check=False)
+    proc = start_session(cmd, env)
+    copier = threading.Thread(target=_copy_to_log, args=(proc.stdout, log), daemon=True)
+    copier.start()
+    try:
+        proc.wait()
+    finally:  # an interrupt (or any error here) stops the session and its workers: nothing keeps running
+        if proc.poll() is None:
+            stop_session(proc)
+        copier.join(timeout=5)
     return proc.returncode
 
 
@@ -228,7 +323,31 @@ def _timing_share(out: Path) -> dict[str, Any]:
     }
 
 
-def write_run_info(out: Path, argv: list[str], matrix: str, started: float) -> None:
+def _copy_to_log(stream: IO[bytes] | None, log: Path) -> None:
+    """The session's output into its log, best effort: a full disk loses log lines, never the session."""
+    if stream is None:
+        return
+    try:
+        fh = log.open("ab")
+    except OSError:
+        fh = None
+    for chunk in iter(lambda: stream.read1(65536), b""):
+        if fh is not None:
+            try:
+                fh.write(chunk)
+                fh.flush()
+            except OSError:
+                pass
+    if fh is not None:
+        try:
+            fh.close()
+        except OSError:
+            pass
+
+
+def write_run_info(
+    out: Path, argv: list[str], matrix: str, started: float, interrupted_by: str | None = None
+) -> None:
     info = {
         "command": "portability " + " ".join(argv),
         "matrix": matrix,
@@ -242,5 +361,7 @@ def write_run_info(out: Path, argv: list[str], matrix: str, started: float) -> N
         # harness cost: per-case worker-seconds (parallel workers add up beyond wall_s), the timing part
         **_timing_share(out),
         "peaks": RunDir(out).read_json(RunDir(out).peaks) or {},
+        "interrupted": interrupted_by is not None,  # the scorecard's verdict says so
+        "signal": interrupted_by,
     }
     RunDir(out).write_json(RunDir(out).run_info, info)

@@ -8,7 +8,6 @@ Plots use matplotlib (the optional `report` extra).
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -18,7 +17,8 @@ from typing import Any
 
 from portability.results.rundir import RunDir
 from portability.results.status import PLOT_MARK, SYMBOL
-from portability.results.store import read_results
+from portability.results.store import planned_cases, read_results
+from portability.scorecard.safe_text import html_text, plot_text
 from portability.scorecard.summary import summarize
 
 
@@ -82,8 +82,11 @@ def heatmap(data: dict[str, Any]) -> str:
                     va="center",
                     fontsize=7,
                 )
-    ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right", fontsize=8)
-    ax.set_yticks(range(len(ops)), ops, fontsize=7)
+    plain = {"parse_math": False}  # names are data, never mathtext
+    ax.set_xticks(
+        range(len(cells)), [plot_text(c) for c in cells], rotation=30, ha="right", fontsize=8, **plain
+    )
+    ax.set_yticks(range(len(ops)), [plot_text(op) for op in ops], fontsize=7, **plain)
     fig.colorbar(image, ax=ax, label="log2 speedup vs torch (passing cases)")
     ax.set_title("operators × cells (X fail, E error, T timeout, C crash, U unsupported, . not run)")
     uri = _png(fig)
@@ -103,19 +106,21 @@ def trend_plot(lines: list[dict[str, Any]]) -> str | None:
     cells = sorted({c for line in lines for c in line["cells"]})
     for cell in cells:
         points = [(i, line["cells"][cell]["pass"]) for i, line in enumerate(lines) if cell in line["cells"]]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=cell)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=plot_text(cell))
     ax.set_xlabel("run")
     ax.set_ylabel("passing cases")
-    ax.legend(fontsize=7)
+    for text in ax.legend(fontsize=7).get_texts():
+        text.set_parse_math(False)  # cell names are data, never mathtext
     uri = _png(fig)
     plt.close(fig)
     return uri
 
 
 def write_report(run_dir: Path, out: Path, trend: Path | None = None) -> Path:
-    plan = RunDir(run_dir).read_json(RunDir(run_dir).plan)
-    data = summarize(read_results(run_dir), plan["cases"] if plan else None)
-    esc = html.escape
+    plan_file = RunDir(run_dir).plan
+    planned, fingerprint = planned_cases(RunDir(run_dir).read_json(plan_file), plan_file)
+    data = summarize(read_results(run_dir, fingerprint), planned)
+    esc = html_text
     rows = ""
     for c in data["cells"]:
         speed = f"{c['geomean_speedup']:.2f}x" if c["geomean_speedup"] else ""

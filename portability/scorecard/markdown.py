@@ -4,13 +4,15 @@ failure details collapse or shrink first."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from tabulate import tabulate
 
 from portability.results.status import FAILING, NEUTRAL, SYMBOL, legend
 from portability.scorecard import native_fails as native_check
-from portability.scorecard.safe_text import md_text
+from portability.scorecard.flaggems_section import declared_support, under_test
+from portability.scorecard.safe_text import md_code, md_text
 from portability.scorecard.serving_table import render_serving_table
 
 MAX_COMMENT_BYTES = 64 * 1024
@@ -82,6 +84,9 @@ def render_markdown(
     a count), the operator grid (collapsed into <details>, then left out), the coverage list, the cells
     table (whole rows, with a count). The title, the verdict line and the cells table's head always stay."""
     head = _header(run)
+    flaggems = under_test(data)
+    if flaggems:
+        head += [flaggems, ""]
     verdict = verdict_line(data)
     head_bytes = len("\n".join([*head, verdict, "", "### Cells", ""]).encode())
     cells_table = _fit_table(
@@ -90,6 +95,7 @@ def render_markdown(
     sections = [*head, verdict, "", "### Cells", "", cells_table, ""]
     sections += _perf_section(data, limit)
     sections += _native_section(data, limit) + _serving_section(data, limit) + _coverage_section(data, limit)
+    sections += declared_support(data, limit // 8)
     text = _with_grid_and_failures("\n".join(sections), data, limit)
     if len(text.encode()) > limit:  # cannot happen with the budgets above; the limit is a promise
         text = (
@@ -107,8 +113,8 @@ def _header(run: dict[str, Any] | None) -> list[str]:
     head = [MARKER, "## FlagOS portability scorecard", ""]
     if run:
         head.append(
-            f"Host `{md_text(run.get('host'), 60)}` · {md_text(run.get('platform'), 80)} · "
-            f"wall {md_text(run.get('wall_s', '?'), 20)} s · `{md_text(run.get('command'), 200)}`"
+            f"Host {md_text(run.get('host'), 60)} · {md_text(run.get('platform'), 80)} · "
+            f"wall {md_text(run.get('wall_s', '?'), 20)} s · {md_text(run.get('command'), 200)}"
         )
         head.append("")
     return head
@@ -116,7 +122,7 @@ def _header(run: dict[str, Any] | None) -> list[str]:
 
 def _cell_row(c: dict[str, Any]) -> list[Any]:
     """One line of the cells table: the counts of a cell that ran, or why it did not."""
-    if c["state"] in ("unavailable", "error"):
+    if c["state"] in ("unavailable", "error", "infra"):  # infra: no shard arrived (ci/merge.py)
         reason = f"{c['state']}: {md_text(c['reason'])}"
         return [md_text(c["cell"], 60), md_text(c["device_name"] or "—", 40), reason, *[""] * 6]
     counts = c["counts"]
@@ -140,25 +146,82 @@ def _cell_row(c: dict[str, Any]) -> list[Any]:
 
 
 def verdict_line(data: dict[str, Any]) -> str:
-    """The scorecard's first claim: how many cases fail, serving rows that fail, cases never run."""
-    n_fail = len(data["failures"])
-    verdict = "**All run cases pass.**" if not n_fail else f"**{n_fail} failing case(s).**"
-    if not data["grid"]:
+    """The scorecard's first claim, never more than was checked: "all pass" only when every planned case
+    of every available cell passed; otherwise every non-pass status is counted (failing cases, cases that
+    fell back to native torch, were unsupported, skipped, infra or never run) and every cell that could
+    not start is named. Unavailable cells (this host cannot run them) are reported, not counted."""
+    tally = verdict_counts(data)
+    if tally["planned"] == 0 and not tally["dead"]:
         verdict = "**No operator case in this run.**"
+    elif tally["all_pass"]:
+        verdict = f"**All {tally['planned']} planned case(s) of {tally['ran']} available cell(s) pass.**"
+    else:
+        parts = [f"**{tally['failing']} failing case(s).**"] if tally["failing"] else []
+        other = tally["not_passing"]
+        if other:
+            words = ", ".join(f"{n} {_NOT_PASSING_WORDS.get(s, s)}" for s, n in other.items())
+            parts.append(f"**{sum(other.values())} other case(s) did not pass:** {words}.")
+        if tally["dead"]:
+            names = ", ".join(md_text(c, 60) for c in tally["dead"])
+            parts.append(f"**{len(tally['dead'])} cell(s) could not start:** {names} (reasons in the table).")
+        verdict = " ".join(parts)
     bad_serving = [r for r in data.get("serving", []) if r.get("status") in FAILING]
     if bad_serving:
         verdict += f" **{len(bad_serving)} Qwen3 serving row(s) fail** (table below)."
+    cells_not_run = [c["cell"] for c in data["cells"] if c["state"] == "infra"]
+    if cells_not_run:
+        verdict += f" **{len(cells_not_run)} cell(s) not run** ({md_text(', '.join(cells_not_run), 200)})."
     if data.get("not_run"):
         verdict += (
             f" **{data['not_run']} planned case(s) were not run** (the run was cut short; "
             "`portability run --resume` finishes it)."
         )
+    short = [
+        f"{md_text(c['cell'], 60)} {c['own_code']['exercised']} of {c['own_code']['declared']}"
+        for c in data["cells"]
+        if c.get("own_code") and c["own_code"]["exercised"] < c["own_code"]["declared"]
+    ]
+    if short:
+        verdict += f" Declared operators whose own code ran: {', '.join(short)}."
+    if tally["unavailable"]:
+        verdict += f" {tally['unavailable']} cell(s) unavailable on this host (reasons in the table)."
+    if data.get("interrupted"):  # run.json says a signal stopped the run: never read as a finished run
+        verdict += f" **The run was interrupted ({md_text(data['interrupted'], 20)}).**"
     return verdict
+
+
+_NOT_PASSING_WORDS = {"fallback": "fallback (ran native torch, not the backend's own code)"}
+
+
+def verdict_counts(data: dict[str, Any]) -> dict[str, Any]:
+    """What the verdict line (and `portability run`'s exit code) is made of, from `summarize`'s data."""
+    cells = data["cells"]
+    dead = [c["cell"] for c in cells if c["state"] == "error"]
+    ran = [c for c in cells if c["state"] not in ("unavailable", "error")]
+    counts: Counter[str] = Counter()
+    for c in ran:
+        counts.update(c["counts"])
+    not_passing = {s: n for s, n in counts.items() if n and s != "pass" and s not in FAILING}
+    not_run = data.get("not_run", 0)
+    if not_run:
+        not_passing["not run"] = not_run
+    failing = sum(n for s, n in counts.items() if s in FAILING)
+    planned = sum(counts.values()) + not_run
+    return {
+        "counts": dict(counts),
+        "planned": planned,
+        "ran": len(ran),
+        "failing": failing,
+        "not_passing": not_passing,
+        "dead": dead,
+        "unavailable": sum(1 for c in cells if c["state"] == "unavailable"),
+        "all_pass": planned > 0 and counts["pass"] == planned and not dead,
+    }
 
 
 def _native_section(data: dict[str, Any], limit: int) -> list[str]:
     native = [
-        native_check.summary_line(c["cell"], c["native_check"], md_text)
+        native_check.summary_line(c["cell"], c["native_check"], md_code)
         for c in data["cells"]
         if c.get("native_check")
     ]
@@ -209,7 +272,7 @@ def _failure_line(r: dict[str, Any]) -> str:
         else ""
     )
     return (
-        f"- `{md_text(r['cell'], 60)}` {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
+        f"- {md_code(r['cell'], 60)} {md_text(r['op'], 60)} [{md_text(r['case'], 60)}] "
         f"{md_text(r['dtype'], 10)}: **{md_text(r['status'], 12)}**"
         + (f" ({native_check.TAG})" if r.get(native_check.FIELD) else "")
         + f" — {md_text(r.get('reason'))}"
@@ -342,7 +405,7 @@ def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
         roof = c["perf"]["roofline"]
         if roof["no_work_model"]:
             details.append(
-                f"- `{md_text(c['cell'], 60)}` operators without a work model (no roofline): "
+                f"- {md_code(c['cell'], 60)} operators without a work model (no roofline): "
                 + md_text(", ".join(roof["no_work_model"]), cap=2_000)
             )
         if roof["by_op"]:
@@ -352,7 +415,7 @@ def _perf_section(data: dict[str, Any], limit: int) -> list[str]:
         multi = c["perf"].get("multi_kernel_ops") or {}
         if multi:
             text = ", ".join(f"{op} {k:g}" for op, k in multi.items())
-            details.append(f"- `{md_text(c['cell'], 60)}` kernels per call above 1: {md_text(text)}")
+            details.append(f"- {md_code(c['cell'], 60)} kernels per call above 1: {md_text(text)}")
     if details:
         kept = _lines_within(details, limit // 8)
         more = len(details) - len(kept)

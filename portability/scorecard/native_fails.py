@@ -62,14 +62,14 @@ def tally(failures: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-def summary_line(cell: str, t: dict[str, Any], md_text: Callable[[Any, int], str]) -> str:
-    """One Markdown line for a cell's tally (`md_text` escapes the run-supplied cell names)."""
-    base = md_text(t["baseline"], 60)
+def summary_line(cell: str, t: dict[str, Any], md_code: Callable[[Any, int], str]) -> str:
+    """One Markdown line for a cell's tally (`md_code` makes the run-supplied cell names code spans)."""
+    base = md_code(t["baseline"], 60)
     line = (
-        f"- `{md_text(cell, 60)}`: {t['also_fail']} of {t['compared']} wrong-result failures also fail on "
-        f"`{base}` (the native baseline)"
+        f"- {md_code(cell, 60)}: {t['also_fail']} of {t['compared']} wrong-result failures also fail on "
+        f"{base} (the native baseline)"
     )
     line += ": suspect the spec or tolerance, not the backend." if t["also_fail"] else "."
     if t["no_native_row"]:
-        line += f" {t['no_native_row']} more not compared (no pass/fail row on `{base}`)."
+        line += f" {t['no_native_row']} more not compared (no pass/fail row on {base})."
     return line

@@ -13,6 +13,33 @@ from portability.results.status import FAILING, verdict
 from portability.results.store import latest_by_id
 from portability.scorecard import native_fails as native_check
 
+# Cases whose inputs are smaller than this are left out of speedup statistics: an empty or tiny case times
+# the launch and the Python call, not the kernel (an empty tensor once counted as "faster than native").
+MIN_SPEEDUP_INPUT_BYTES = 4096
+
+
+def _timed_work(r: dict[str, Any]) -> float | None:
+    """The row's speedup if it may enter speedup statistics: a pass whose inputs are at least
+    MIN_SPEEDUP_INPUT_BYTES (rows from before `input_bytes` was recorded count as before)."""
+    if r["status"] != "pass" or not r.get("speedup"):
+        return None
+    size = r.get("input_bytes")
+    return r["speedup"] if size is None or size >= MIN_SPEEDUP_INPUT_BYTES else None
+
+
+def _own_code_coverage(rs: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Operators the adapter declares as its own (`implements` True) and how many of them had a case whose
+    call reached its code (any status but fallback and the not-run ones); None if it declares none."""
+    declared = {r["op"] for r in rs if r.get("implements") is True}
+    if not declared:
+        return None
+    reached = {
+        r["op"]
+        for r in rs
+        if r["op"] in declared and r.get("routing") in ("launches", "declared") and r["status"] != "fallback"
+    }
+    return {"declared": len(declared), "exercised": len(reached)}
+
 
 def _geomean(values: list[float]) -> float | None:
     vals = [v for v in values if v and v > 0 and math.isfinite(v)]
@@ -52,7 +79,7 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
             if all(r["status"] in ("pass", "unsupported", "skip") for r in rs if r["op"] == op)
             and any(r["status"] == "pass" for r in rs if r["op"] == op)
         }
-        speedups = [r["speedup"] for r in rs if r["status"] == "pass" and r.get("speedup")]
+        speedups = [s for s in map(_timed_work, rs) if s]
         summary.append(
             {
                 "cell": cell_id,
@@ -73,6 +100,7 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
                 "compile_s": round(sum(r.get("compile_s") or 0 for r in rs), 2),
                 "perf": cell_figures(rs),  # both timing modes, fast_p, roofline, noise (perf/figures.py)
                 "not_run": sum(not_run[cell_id].values()),
+                "own_code": _own_code_coverage(rs),
                 "native_check": native.get(cell_id),
                 "versions": meta.get("versions")
                 or next((r.get("versions") for r in rs if r.get("versions")), {}),
@@ -85,7 +113,7 @@ def summarize(rows: list[dict[str, Any]], planned: list[dict[str, Any]] | None =
             per_op[r["op"]].append(r)
         for op, items in per_op.items():
             counts = Counter(r["status"] for r in items)
-            speed = _geomean([r["speedup"] for r in items if r["status"] == "pass" and r.get("speedup")])
+            speed = _geomean([s for s in map(_timed_work, items) if s])
             grid[op][cell_id] = {
                 "counts": dict(counts),
                 "cases": len(items),

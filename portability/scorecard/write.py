@@ -16,7 +16,7 @@ from typing import Any
 from portability.plan.case_id import case_key
 from portability.results.rundir import RunDir
 from portability.results.status import STATUSES, junit_element
-from portability.results.store import latest_by_id, read_results
+from portability.results.store import latest_by_id, planned_cases, read_results, warn_skipped
 from portability.scorecard.markdown import MARKER, MAX_COMMENT_BYTES, render_markdown
 from portability.scorecard.safe_text import MAX_MESSAGE_CHARS, ZWSP, md_text, xml_text
 from portability.scorecard.summary import summarize
@@ -78,13 +78,18 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     run_dir = RunDir.of(results)
     paths = run_dir.outputs(out)
     paths["markdown"].parent.mkdir(parents=True, exist_ok=True)
-    rows = read_results(results)
-    plan = run_dir.read_json(run_dir.plan)
-    data = summarize(rows, plan["cases"] if plan else None)
+    planned, fingerprint = planned_cases(run_dir.read_json(run_dir.plan), run_dir.plan)
+    rows = read_results(results, fingerprint)  # rows of another plan are skipped, and said
+    data = summarize(rows, planned)
     coverage = run_dir.read_json(run_dir.coverage)
-    if coverage is not None:
+    if coverage is not None and _coverage_ok(coverage, run_dir.coverage):
         data["coverage"] = coverage
+    declared = run_dir.read_json(run_dir.declared_support)
+    if declared is not None:
+        data["declared_support"] = declared
     run = run_dir.read_json(run_dir.run_info)
+    if run and run.get("interrupted"):
+        data["interrupted"] = str(run.get("signal") or "a signal")
     paths["markdown"].write_text(render_markdown(data, run))
     paths["json"].write_text(
         json.dumps(
@@ -95,3 +100,16 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     )
     paths["junit"].write_text(render_junit(rows))
     return paths
+
+
+def _coverage_ok(coverage: dict[str, Any], path: Path) -> bool:
+    """coverage.json has what the scorecard reads; otherwise it is left out, and said."""
+    ok = (
+        isinstance(coverage.get("uncovered"), list)
+        and all(isinstance(x, str) for x in coverage["uncovered"])
+        and all(isinstance(coverage.get(k), int) for k in ("covered", "registered"))
+        and isinstance(coverage.get("broken_specs") or {}, dict)
+    )
+    if not ok:
+        warn_skipped(path, [f"{path}: not a coverage file ('covered', 'registered', 'uncovered')"])
+    return ok

@@ -74,6 +74,7 @@ class CellContext:
             "kv_cache_memory_bytes": s.kv_cache_memory_bytes,
             "gpu_memory_utilization": s.gpu_memory_utilization,
             "enforce_eager": s.enforce_eager,
+            "tensor_parallel_size": 1,
             "max_model_len": max(s.input_len + s.output_len, s.gate.prompt_len + 1),
             "prompts": self.prompts,
             "top_k": self.top_k,

@@ -11,11 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from portability.matrix.yaml_lines import Validator
 from portability.serving.engines import ENGINES
 
 THROUGHPUT_WEIGHTS = ("dummy", "synthetic")
 GATE_WEIGHTS = ("synthetic",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# Keys of issue #18 (pairing, throughput gate, step profile, tensor parallelism), checked apart in
+# `_validate_issue18_keys` so that validate_serving's move onto the matrix Validator can take them as a block.
+ISSUE18_KEYS = ("min_throughput_ratio", "allow_mismatched_pair", "profile", "tensor_parallel_size")
 
 KEYS = (
     "engines",
@@ -42,6 +47,7 @@ KEYS = (
     "bisect_ops",
     "flaggems_exclude",
     "seed",
+    *ISSUE18_KEYS,
 )
 GATE_KEYS = ("max_abs_logprob_diff", "mean_kl", "prompts", "prompt_len", "top_k", "dtype")
 WEIGHTS_KEYS = ("throughput", "gate")
@@ -96,6 +102,15 @@ class ServingSettings:
     #: earlier bisection's culprits, to measure the rest of FlagGems; the bisection searches the others
     flaggems_exclude: list[str] = field(default_factory=list)
     seed: int = 0
+    #: the throughput gate: a cell passes only at >= this share of the torch cell's output tok/s (same
+    #: engine, mode, device, tensor parallelism and settings), beside the logprob gate
+    min_throughput_ratio: float = 0.8
+    #: serve vllm-plugin-FL even when the installed vLLM is not the one its branch declares (labelled)
+    allow_mismatched_pair: bool = False
+    #: profile one steady-state prefill and decode step per cell (engines that can) and attribute the gap
+    profile: bool = True
+    #: tensor-parallel sizes, crossed with the cells
+    tensor_parallel_size: list[int] = field(default_factory=lambda: [1])
 
     @property
     def real_weights(self) -> bool:
@@ -113,117 +128,100 @@ class ServingSettings:
 
 
 Error = Callable[[tuple, str, str], NoReturn]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _positive_int(block: dict, key: str, error: Error, path: tuple = (), minimum: int = 1) -> int | None:
-    if key not in block:
-        return None
-    value = block[key]
-    if not _is_int(value) or value < minimum:
-        error((*path, key), f"{key} is {value!r}", "a positive integer" if minimum else "an integer >= 0")
-    return value
-
-
-def _positive_number(block: dict, key: str, error: Error, path: tuple = ()) -> float | None:
-    if key not in block:
-        return None
-    value = block[key]
-    if not _is_number(value) or not value > 0 or value != value:
-        error((*path, key), f"{key} is {value!r}", "a number > 0")
-    return float(value)
-
-
-def _bool(block: dict, key: str, error: Error) -> bool | None:
-    if key not in block:
-        return None
-    if not isinstance(block[key], bool):
-        error((key,), f"{key} is {block[key]!r}", "true or false")
-    return block[key]
-
-
-def _mapping(block: dict, key: str, keys: tuple[str, ...], error: Error) -> dict:
-    value = block.get(key)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        error((key,), f"{key} is {value!r}", f"a mapping with keys {', '.join(keys)}")
-    for sub in value:
-        if sub not in keys:
-            error((key, sub), f"unknown key '{sub}' in serving.{key}", f"one of {', '.join(keys)}")
-    return value
-
-
-def _names(
-    block: dict, key: str, allowed: tuple[str, ...] | None, what: str, error: Error
-) -> list[str] | None:
-    if key not in block:
-        return None
-    value = block[key]
-    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        error((key,), f"{key} is {value!r}", "a non-empty list of names")
-    for i, v in enumerate(value):
-        if allowed and v not in allowed:
-            error((key, i), f"unknown {what} '{v}'", f"one of {', '.join(allowed)}")
-    if len(set(value)) != len(value):
-        error((key,), f"{key} lists a name twice", "each name once")
-    return list(value)
+COUNTS = ("input_len", "output_len", "num_prompts", "concurrency", "max_num_seqs", "bisect_max_runs")
 
 
 def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | None:
-    """Check the `serving:` block; an absent/empty block means no serving (None)."""
+    """Check the `serving:` block with matrix.yaml's Validator (errors go to `error(path, what,
+    expected)`, `path` below `serving`); an absent/empty block means no serving (None)."""
     if not block:
         return None
-    if not isinstance(block, dict):
-        error((), f"serving is {block!r}", "a mapping")
-    for key in block:
-        if key not in KEYS:
-            error((key,), f"unknown key '{key}' in serving", f"one of {', '.join(KEYS)}")
+    v = Validator.reporting_to(error, prefix=("serving",))
+    top = ("serving",)
+    v.mapping(block, top, KEYS)
     s = ServingSettings()
-    if (v := _names(block, "engines", ENGINES, "engine", error)) is not None:
-        s.engines = v
-    if (v := _names(block, "backends", None, "backend", error)) is not None:
-        s.backends = v
+    if "engines" in block:
+        s.engines = v.str_list(block["engines"], (*top, "engines"), ENGINES, "engine", strict=True)
+    if "backends" in block:
+        s.backends = v.str_list(block["backends"], (*top, "backends"), None, "backend", strict=True)
     if "model" in block:
-        from portability.serving import MODELS_DIR
-
-        model = block["model"]
-        shipped = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").exists())
-        if not isinstance(model, str) or not (model in shipped or model.startswith("/")):
-            error(
-                ("model",),
-                f"unknown model {model!r}",
-                f"one of {', '.join(shipped)}, or an absolute path to a directory with real weights",
-            )
-        s.model = model
-    weights = _mapping(block, "weights", WEIGHTS_KEYS, error)
+        s.model = _model(v, block["model"])
+    weights = v.mapping(block.get("weights") or {}, (*top, "weights"), WEIGHTS_KEYS)
     for key, allowed in (("throughput", THROUGHPUT_WEIGHTS), ("gate", GATE_WEIGHTS)):
         if key in weights:
-            if weights[key] not in allowed:
-                error(("weights", key), f"weights.{key} is {weights[key]!r}", f"one of {', '.join(allowed)}")
-            setattr(s, f"{key}_weights", weights[key])
-    for key in ("input_len", "output_len", "num_prompts", "concurrency", "max_num_seqs", "bisect_max_runs"):
-        if (v := _positive_int(block, key, error)) is not None:
-            setattr(s, key, v)
-    if (v := _positive_int(block, "kv_cache_memory_bytes", error)) is not None:
-        s.kv_cache_memory_bytes = v
-    if (v := _positive_number(block, "gpu_memory_utilization", error)) is not None:
-        if v > 1:
-            error(("gpu_memory_utilization",), f"gpu_memory_utilization is {v!r}", "a share in (0, 1]")
-        s.gpu_memory_utilization = v
-    if (v := _positive_int(block, "seed", error, minimum=0)) is not None:
-        s.seed = v
-    eager, graphs = _bool(block, "enforce_eager", error), _bool(block, "cuda_graphs", error)
+            value = v.choice(weights[key], (*top, "weights", key), allowed, f"weights.{key}")
+            setattr(s, f"{key}_weights", value)
+    for key in (*COUNTS, "kv_cache_memory_bytes"):
+        if key in block:
+            setattr(s, key, int(_count(v, block[key], (*top, key))))
+    if "gpu_memory_utilization" in block:
+        s.gpu_memory_utilization = float(
+            v.number(
+                block["gpu_memory_utilization"],
+                (*top, "gpu_memory_utilization"),
+                allow_zero=False,
+                maximum=1,
+                expected="a share in (0, 1]",
+            )
+        )
+    if "seed" in block:
+        s.seed = int(_count(v, block["seed"], (*top, "seed"), minimum=0))
+    _graphs(v, block, s)
+    if "dtype" in block:
+        s.dtype = v.choice(block["dtype"], (*top, "dtype"), DTYPES)
+    for key in ("online", "bisect"):
+        if key in block:
+            setattr(s, key, v.boolean(block[key], (*top, key)))
+    for key, attr in (("timeout_s", "timeout_s"), ("bisect_budget_s", "bisect_budget_s")):
+        if key in block:
+            setattr(s, attr, _seconds(v, block[key], (*top, key)))
+    _function_lists(v, block, s)
+    timeouts = v.mapping(block.get("timeouts") or {}, (*top, "timeouts"), TIMEOUT_KEYS)
+    for key, attr in (("run_s", "timeout_s"), ("server_start_s", "server_start_timeout_s")):
+        if key in timeouts:
+            setattr(s, attr, _seconds(v, timeouts[key], (*top, "timeouts", key)))
+    _gate(v, v.mapping(block.get("gate") or {}, (*top, "gate"), GATE_KEYS), s.gate)
+    _issue18_keys(v, block, s)
+    return s
+
+
+def _count(v: Validator, value: Any, path: tuple, minimum: int = 1) -> float:
+    expected = "a positive integer" if minimum else "an integer >= 0"
+    if not isinstance(value, int) or isinstance(value, bool):
+        v.error(path, f"{path[-1]} is {value!r}", expected)
+    return v.number(value, path, minimum, integer=True, expected=expected)
+
+
+def _seconds(v: Validator, value: Any, path: tuple) -> float:
+    """A positive number (seconds, thresholds); named by its value as written, e.g. `mean_kl is 'small'`."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        v.error(path, f"{path[-1]} is {value!r}", "a number > 0")
+    return float(v.number(value, path, allow_zero=False, expected="a number > 0"))
+
+
+def _model(v: Validator, model: Any) -> str:
+    from portability.serving import MODELS_DIR
+
+    shipped = sorted(p.name for p in MODELS_DIR.iterdir() if (p / "config.json").exists())
+    if not isinstance(model, str) or not (model in shipped or model.startswith("/")):
+        close = v.one_of(model, shipped)
+        v.error(
+            ("serving", "model"),
+            f"unknown model {model!r}",
+            f"{close}, or an absolute path to a directory with real weights",
+        )
+    return model
+
+
+def _graphs(v: Validator, block: dict[str, Any], s: ServingSettings) -> None:
+    """enforce_eager and its opposite cuda_graphs: either may be given, not both contradicting."""
+    eager = (
+        v.boolean(block["enforce_eager"], ("serving", "enforce_eager")) if "enforce_eager" in block else None
+    )
+    graphs = v.boolean(block["cuda_graphs"], ("serving", "cuda_graphs")) if "cuda_graphs" in block else None
     if eager is not None and graphs is not None and eager == graphs:
-        error(
-            ("cuda_graphs",),
+        v.error(
+            ("serving", "cuda_graphs"),
             f"enforce_eager: {str(eager).lower()} contradicts cuda_graphs: {str(graphs).lower()}",
             "one of the two (cuda_graphs is the opposite of enforce_eager)",
         )
@@ -231,46 +229,59 @@ def validate_serving(block: dict[str, Any], error: Error) -> ServingSettings | N
         s.enforce_eager = eager
     elif graphs is not None:
         s.enforce_eager = not graphs
-    if "dtype" in block and block["dtype"] not in DTYPES:
-        error(("dtype",), f"dtype is {block['dtype']!r}", f"one of {', '.join(DTYPES)}")
-    s.dtype = block.get("dtype", s.dtype)
-    for key in ("online", "bisect"):
-        if (v := _bool(block, key, error)) is not None:
-            setattr(s, key, v)
-    if (v := _positive_number(block, "timeout_s", error)) is not None:
-        s.timeout_s = v
-    if (v := _positive_number(block, "bisect_budget_s", error)) is not None:
-        s.bisect_budget_s = v
+
+
+def _function_lists(v: Validator, block: dict[str, Any], s: ServingSettings) -> None:
     for key in ("bisect_ops", "flaggems_exclude"):
         if key in block:
             ops = block[key]
             if not isinstance(ops, list) or not ops or not all(isinstance(o, str) and o for o in ops):
-                error((key,), f"{key} is {ops!r}", "a non-empty list of FlagGems function names")
+                v.error(("serving", key), f"{key} is {ops!r}", "a non-empty list of FlagGems function names")
             setattr(s, key, list(dict.fromkeys(ops)))
     if both := sorted(set(s.bisect_ops) & set(s.flaggems_exclude)):
-        error(
-            ("bisect_ops",),
+        v.error(
+            ("serving", "bisect_ops"),
             f"bisect_ops names {', '.join(both)}, which flaggems_exclude leaves off",
             "each FlagGems function in at most one of the two",
         )
-    timeouts = _mapping(block, "timeouts", TIMEOUT_KEYS, error)
-    if (v := _positive_number(timeouts, "run_s", error, ("timeouts",))) is not None:
-        s.timeout_s = v
-    if (v := _positive_number(timeouts, "server_start_s", error, ("timeouts",))) is not None:
-        s.server_start_timeout_s = v
-    gate = _mapping(block, "gate", GATE_KEYS, error)
+
+
+def _gate(v: Validator, gate: dict[str, Any], out: GateSettings) -> None:
+    path = ("serving", "gate")
     for key in ("max_abs_logprob_diff", "mean_kl"):
-        if (v := _positive_number(gate, key, error, ("gate",))) is not None:
-            setattr(s.gate, key, v)
+        if key in gate:
+            setattr(out, key, _seconds(v, gate[key], (*path, key)))
     for key in ("prompts", "prompt_len"):
-        if (v := _positive_int(gate, key, error, ("gate",))) is not None:
-            setattr(s.gate, key, v)
-    if (v := _positive_int(gate, "top_k", error, ("gate",), minimum=0)) is not None:
-        s.gate.top_k = v
+        if key in gate:
+            setattr(out, key, int(_count(v, gate[key], (*path, key))))
+    if "top_k" in gate:
+        out.top_k = int(_count(v, gate["top_k"], (*path, "top_k"), minimum=0))
     if "dtype" in gate:
-        if gate["dtype"] not in DTYPES[1:]:
-            error(("gate", "dtype"), f"dtype is {gate['dtype']!r}", f"one of {', '.join(DTYPES[1:])}")
-        s.gate.dtype = gate["dtype"]
-    if s.gate.prompt_len < 2:
-        error(("gate", "prompt_len"), f"prompt_len is {s.gate.prompt_len}", "at least 2 (one prediction)")
-    return s
+        out.dtype = v.choice(gate["dtype"], (*path, "dtype"), DTYPES[1:])
+    if out.prompt_len < 2:
+        v.error((*path, "prompt_len"), f"prompt_len is {out.prompt_len}", "at least 2 (one prediction)")
+
+
+def _issue18_keys(v: Validator, block: dict[str, Any], s: ServingSettings) -> None:
+    """min_throughput_ratio, allow_mismatched_pair, profile, tensor_parallel_size."""
+    top = ("serving",)
+    if "min_throughput_ratio" in block:
+        s.min_throughput_ratio = _seconds(v, block["min_throughput_ratio"], (*top, "min_throughput_ratio"))
+    for key in ("allow_mismatched_pair", "profile"):
+        if key in block:
+            setattr(s, key, v.boolean(block[key], (*top, key)))
+    if "tensor_parallel_size" in block:
+        raw = block["tensor_parallel_size"]
+        sizes = [raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw
+        ok = isinstance(sizes, list) and sizes
+        if not ok or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            v.error(
+                (*top, "tensor_parallel_size"),
+                f"tensor_parallel_size is {raw!r}",
+                "a positive integer or a non-empty list of them (e.g. [1, 2])",
+            )
+        if len(set(sizes)) != len(sizes):
+            v.error(
+                (*top, "tensor_parallel_size"), "tensor_parallel_size lists a size twice", "each size once"
+            )
+        s.tensor_parallel_size = list(sizes)

@@ -3,9 +3,32 @@ bf16/int64/fp64 support (FlagGems' own per-vendor flags, runtime.device.support_
 flag_gems cannot initialise, so its module is replaced by this stub; the adapter's code is the real one."""
 
 import contextlib
+import logging
 from types import SimpleNamespace
 
+import torch
 from portability.backends.flaggems import FlagGemsAdapter
+
+logger = logging.getLogger("flag_gems.ops.add")
+
+
+def add(x, y, *, alpha=1):
+    """The stub's `add`: logs on entry at DEBUG as FlagGems' functions do (the adapter reads that)."""
+    logger.debug("GEMS ADD")
+    return torch.sub(x, torch.neg(y) * alpha)
+
+
+@contextlib.contextmanager
+def _use_gems(include):
+    """Like flag_gems.use_gems for `add`: its kernel registered over aten's CPU one while open."""
+    lib = torch.library.Library("aten", "IMPL")
+    if "add" in include:
+        lib.impl("add.Tensor", add, "CPU")
+    try:
+        yield
+    finally:
+        lib._destroy()
+
 
 STUB = SimpleNamespace(
     device="cpu",
@@ -13,7 +36,8 @@ STUB = SimpleNamespace(
     runtime=SimpleNamespace(
         device=SimpleNamespace(support_fp64=False, support_bf16=False, support_int64=False)
     ),
-    use_gems=lambda include: contextlib.nullcontext(),
+    use_gems=_use_gems,
+    ops=SimpleNamespace(add=add),
 )
 
 

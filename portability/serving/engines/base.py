@@ -32,6 +32,10 @@ class ServingEngine:
     serves_openai: ClassVar[bool] = False
     #: distributions whose versions are recorded in every row of this engine
     packages: ClassVar[tuple[str, ...]] = ("torch", "flag-gems", "triton")
+    #: whether the engine shards the model over several devices (`tensor_parallel_size` > 1)
+    tensor_parallel: ClassVar[bool] = False
+    #: whether the worker has a `profile` mode (one prefill and one decode step under torch.profiler)
+    profiles_steps: ClassVar[bool] = False
 
     # -- in the runner's process ---------------------------------------------------------------------
     def probe(self, backend: str, device: str) -> Availability:
@@ -43,6 +47,20 @@ class ServingEngine:
             )
         return Availability.ok()
 
+    def tensor_parallel_reason(self, device: str, size: int) -> str | None:
+        """None when the engine can serve at this tensor-parallel size, else why not."""
+        if size > 1 and not self.tensor_parallel:
+            return f"serving engine '{self.name}' runs on one device: no tensor parallelism"
+        return None
+
+    def placement_env(self, device: str, tensor_parallel_size: int) -> dict[str, str]:
+        """Environment placing the engine's processes (e.g. one CPU core group per rank)."""
+        return {}
+
+    def pairing(self) -> Any:
+        """The installed stack's declared pairing (`vllm_fl.Pairing`), for engines that have one."""
+        return None
+
     def env(
         self, backend: str, include: list[str] | None = None, exclude: list[str] | None = None
     ) -> dict[str, str]:
@@ -53,7 +71,7 @@ class ServingEngine:
     @staticmethod
     def flaggems_env(include: list[str] | None, exclude: list[str] | None) -> dict[str, str]:
         """The hook's switches (`flaggems_hook.enable_from_env`) for the engines that use it."""
-        env = {"PORTABILITY_FLAGGEMS": "1"}
+        env = {"PORTABILITY_FLAGGEMS_ON": "1"}  # PORTABILITY_FLAGGEMS names the FlagGems nox installs
         if include is not None:
             env["PORTABILITY_FLAGGEMS_INCLUDE"] = ",".join(include)
         elif exclude:
@@ -83,6 +101,9 @@ class ServingEngine:
 
     def logprobs(self, spec: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def profile(self, spec: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError(f"engine '{self.name}' has no step profile")
 
     def dispatched_ops(self, spec: dict[str, Any]) -> dict[str, Any]:
         """{"dispatched": aten overload keys the engine's model runs}, or {} when the engine cannot tell

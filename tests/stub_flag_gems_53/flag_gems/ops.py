@@ -1,0 +1,2 @@
+def range(*args):  # FlagGems' own name for aten::arange's kernel
+    raise NotImplementedError
