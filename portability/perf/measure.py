@@ -22,7 +22,7 @@ from portability.perf.peaks import read_run_peaks
 from portability.perf.roofline import Work, memory_bound, roofline_pct
 from portability.perf.timing import DeviceTime, GraphTime
 
-PROFILE_CALLS = 5  # calls in the profiled pass (1 on a CPU when five would overrun the case's budget)
+PROFILE_CALLS = 5  # calls in the profiled pass (fewer on a CPU when five would overrun the case's budget)
 __all__ = [
     "CACHE_SETTINGS",
     "CallPerf",
@@ -87,10 +87,12 @@ def settings_for(req: Any, work: Work) -> TimingSettings:
     return TimingSettings(req.warmup, req.repetitions, req.budget_s, cache, getattr(req, "repeat", 1), peaks)
 
 
-def _profile_calls(device: str, latency_ms: float, budget_s: float) -> int:
-    if device_type_of(device) == "cpu" and budget_s > 0 and latency_ms * PROFILE_CALLS > budget_s * 1e3 / 2:
-        return 1
-    return PROFILE_CALLS
+def _profile_calls(device: str, seconds_per_rep: float, budget_s: float) -> int:
+    """Calls in the profiled pass: on a CPU, as many as half the case's budget allows at the latency
+    loop's pace (flush included), at least one."""
+    if device_type_of(device) != "cpu" or budget_s <= 0 or seconds_per_rep <= 0:
+        return PROFILE_CALLS
+    return max(1, min(PROFILE_CALLS, int(budget_s / 2 / seconds_per_rep)))
 
 
 def measure_call(adapter: Any, fn: Callable[[], object], settings: TimingSettings) -> CallPerf:
@@ -99,9 +101,11 @@ def measure_call(adapter: Any, fn: Callable[[], object], settings: TimingSetting
     flush = flusher(adapter.device) if settings.cache == "cold" else None
     perf = CallPerf()
     for _ in range(settings.repeat):
+        loop_started = time.perf_counter()
         timing = adapter.time(fn, settings.warmup, settings.repetitions, settings.budget_s, flush)
         perf.latencies.append(timing)
-        calls = _profile_calls(adapter.device, timing.median_ms, settings.budget_s)
+        per_rep = (time.perf_counter() - loop_started) / max(1, timing.reps + settings.warmup)
+        calls = _profile_calls(adapter.device, per_rep, settings.budget_s)
         device = adapter.device_time(fn, calls, flush)
         if device is not None:
             perf.device.append(device)

@@ -272,6 +272,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         session_pid = os.environ.get(SESSION_PID_ENV, "")
         watch_parent(int(session_pid) if session_pid.isdigit() else None)
+        from portability.perf.timing import warm_up_profiler
+
+        warm_up_profiler()  # outside every case's timeout: the profiler's first start takes seconds
     else:
         os.environ[SESSION_PID_ENV] = str(os.getpid())  # inherited by the workers xdist starts
 
