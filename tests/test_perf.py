@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from portability.ci.diff import compare
+from portability.ci.diff import Run, compare
 from portability.perf.cache import cpu_last_level_cache_bytes, flush_bytes
 from portability.perf.roofline import Work, bound_ms, memory_bound, roofline_pct
 from portability.perf.timing import graph_replay_time
@@ -100,15 +100,19 @@ def test_graph_replay_is_cuda_only() -> None:
 
 
 def _row(speedup: float, cv: float | None) -> dict:
-    row = {"id": "x@cpu::op::c::fp32", "kind": "op", "backend": "x", "status": "pass", "speedup": speedup}
+    row = {"id": "x@cpu::op::c::fp32", "kind": "op", "cell": "x@cpu", "backend": "x", "op": "op"}
+    row.update(case="c", dtype="fp32", status="pass", speedup=speedup)
     row.update(latency_ms=1.0, latency_p10_ms=0.99, latency_p90_ms=1.01)
     return {**row, "latency_cv": cv} if cv is not None else row
 
 
 def test_diff_threshold_comes_from_the_measured_cv() -> None:
     # a 20 % drop is a regression at 1 % spread, and within the noise of cases measured at 10 % CV
-    assert len(compare([_row(1.0, None)], [_row(0.8, None)]).regressions) == 1
-    assert compare([_row(1.0, 0.10)], [_row(0.8, 0.10)]).regressions == []
+    def run(row: dict) -> Run:
+        return Run(rows={row["id"]: row})
+
+    assert len(compare(run(_row(1.0, None)), run(_row(0.8, None))).regressions) == 1
+    assert compare(run(_row(1.0, 0.10)), run(_row(0.8, 0.10))).regressions == []
 
 
 def test_timing_agreement_tool_runs_the_matrix_side_on_a_cpu(tmp_path: Path) -> None:
