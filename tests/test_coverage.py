@@ -77,8 +77,13 @@ def test_coverage_command_names_what_is_uncovered(cli):
     assert proc.returncode == 0, proc.stderr
     first, *rest = proc.stdout.splitlines()
     assert first.startswith("FlagGems 5.0.2 registers 433 aten overloads; the catalog exercises ")
-    uncovered = next(line for line in rest if line.startswith("Uncovered: "))
-    assert "_conv_depthwise2d" in uncovered and "add.Tensor" not in uncovered
+    start = next(i for i, line in enumerate(rest) if line.startswith("Uncovered ("))
+    uncovered = [line.strip() for line in rest[start + 1 :] if line.startswith("  ")]
+    # every uncovered overload with the reason no CPU call reaches it
+    assert any(line.startswith("_conv_depthwise2d: ") and "CUDA only" in line for line in uncovered)
+    assert not any(line.startswith("add.Tensor:") for line in uncovered)
+    assert any(line.startswith("Specs derived from OpInfo for this FlagGems and torch: ") for line in rest)
+    assert any(line.startswith("Fused functions (flag_gems.fused) with specs: ") for line in rest)
     if not torch.cuda.is_available():
         assert "read from the installed package's table: flag_gems cannot initialise" in proc.stdout
     assert any(
@@ -94,6 +99,8 @@ def test_a_run_with_a_flaggems_cell_writes_coverage_into_the_scorecard(tmp_path,
     md = (out / "scorecard.md").read_text()
     cov = json.loads((out / "coverage.json").read_text())
     assert f"**{cov['covered']}/433**" in md and "uncovered overloads" in md
+    derived = len(cov["opinfo_derived_specs"])
+    assert derived > 0 and f"{derived} aten specs were derived from OpInfo" in md
     if not torch.cuda.is_available():
         assert "433** aten overloads FlagGems registers (the installed package's table;" in md
     # which FlagGems, and what each of its vendor backends declares (5.0.2's nvidia: add, cos, cumsum off)

@@ -253,13 +253,26 @@ def _coverage_section(data: dict[str, Any], limit: int) -> list[str]:
     return [
         f"FlagGems coverage: the catalog exercises **{cov['covered']}/{cov['registered']}** aten "
         f"overloads FlagGems registers ({_registry_words(cov)}; measured by dispatch, see "
-        "`portability coverage`)." + _broken_words(cov),
+        "`portability coverage`)." + _broken_words(cov) + _derived_words(cov),
         "",
         f"<details><summary>{len(cov['uncovered'])} uncovered overloads</summary>\n\n"
         + uncovered
         + "\n\n</details>",
         "",
     ]
+
+
+def _derived_words(cov: dict[str, Any]) -> str:
+    """How many aten specs were derived from OpInfo for this FlagGems (coverage.json of runs before this
+    field: nothing), and how many of its fused functions have specs."""
+    words = ""
+    if "opinfo_derived_specs" in cov:
+        derived = len(cov["opinfo_derived_specs"])
+        words += f" {derived} aten specs were derived from OpInfo ({md_text(cov.get('opinfo_table'), 80)})."
+    if cov.get("fused_functions"):
+        have, of = cov["fused_functions_with_specs"], cov["fused_functions"]
+        words += f" Fused functions with specs: {have} of {of}."
+    return words
 
 
 def _failure_line(r: dict[str, Any]) -> str:
