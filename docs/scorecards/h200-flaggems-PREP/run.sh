@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The job this directory's results came from, on one fresh GPU box (the device tool's nvidia-h200 kind;
-# the reply names the card). Issue #22: FlagGems 5.3.4 (../shared/wheels) against 5.0.2 (PyPI) on
+# PREPARED, NOT RUN: on 2026-12-06 no GPU machine could be started in 8 tries (00:00-01:05 UTC). The job
+# for one fresh GPU box (the device tool's nvidia-h200 kind;
+# the reply names the card); rename the directory to h200-flaggems-5.3.4-<date>/ with its results. Issue #22: FlagGems 5.3.4 (../shared/wheels) against 5.0.2 (PyPI) on
 # flaggems@cuda at bf16 over the whole catalog, a torch@cuda control, each version's coverage from its
 # live registry on the GPU, and the diff comment a FlagGems maintainer would have seen on the 5.3.4
 # release pull request. Issue #21 (first part): device_ms against triton.testing.do_bench for the
 # Qwen3-path operators (tools/timing_agreement.py) on torch and FlagGems 5.3.4.
 #   carry: .whl (common wheels at the top; flag-gems 5.0.2 in .whl/fg502/, 5.3.4 in .whl/fg534/)
-#   tools/gpu-bg.sh start job bash docs/scorecards/h200-2026-12-06/run.sh
+#   tools/gpu-bg.sh start job bash docs/scorecards/h200-flaggems-PREP/run.sh
 #   tools/gpu-bg.sh wait job 560 /tmp/run-534 /tmp/run-502 /tmp/run-torch   (back to back until it ends)
 # Each FlagGems version is installed into its own folder, first on PYTHONPATH for its steps only. Each
 # sweep is bounded (RUN_TIMEOUT): cases a sweep did not reach are *not run* in its scorecard.
