@@ -173,9 +173,9 @@ def test_a_full_disk_stops_the_run_in_one_line_keeps_every_row_and_resume_runs_t
     assert 0 < len(ids) < 40 and len(ids) == len(set(ids))
     assert {r["status"] for r in before if r["kind"] == "op"} == {"pass"}, "no crash for lack of space"
 
-    remount("ro")  # a read-only target: the same one line, nothing changed
+    remount("ro")  # a read-only target is refused before anything runs (bad input), nothing changed
     readonly = run_cli("run", "--matrix", str(matrix), "--out", str(out), "--resume", env=SPECS)
-    assert readonly.returncode == 75 and "Read-only file system" in one_line_error(readonly.stderr)
+    assert readonly.returncode == 2 and "is not writable" in one_line_error(readonly.stderr)
     assert rows_of(out) == before
 
     remount("rw,size=4m")

@@ -52,7 +52,7 @@ def test_a_gate_failure_is_bisected_to_the_faulty_kernel_and_serving_without_it_
     args = ("run", "--out", str(out), "--matrix", str(matrix), "--serving-only")
 
     first = run_cli(*args, env=env)
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 1, first.stderr[-3000:]  # a planted failure: the run says so
     rows = {r["cell"]: r for r in read_results(out) if r.get("kind") == "serving"}
     assert rows["torch@cpu"]["status"] == "pass", rows["torch@cpu"]
     faulty = rows["flaggems@cpu"]
@@ -69,7 +69,7 @@ def test_a_gate_failure_is_bisected_to_the_faulty_kernel_and_serving_without_it_
 
     # The user's next step: keep the measured rows and serve FlagGems again without the culprit.
     again = run_cli(*args, "--resume", "--flaggems-exclude", "rsqrt", env=env)
-    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.returncode == 1, again.stderr[-3000:]  # the failing row is kept beside the new one
     assert "torch@cpu: kept from the earlier run (pass)" in again.stderr
     latest = {r["id"]: r for r in read_results(out) if r.get("kind") == "serving"}
     without = latest["serving:hf:flaggems@cpu:qwen3-tiny:without:rsqrt"]
