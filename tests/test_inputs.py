@@ -281,3 +281,22 @@ def test_report_html_drops_bidi_and_terminal_codes_and_plots_mathtext_names_as_t
     for bad in ("\u202e", "\u202c", "\u2066", "\u2069", "\x1b"):
         assert bad not in page
     assert "frac{a}{b}" in page and "bad@cpu" in page
+
+
+def test_every_scorecard_format_drops_bidi_and_terminal_codes(tmp_path):
+    """The same hostile cell name and reason through `portability scorecard`: neither the Markdown, the
+    JSON (every string, keys included) nor the JUnit file keeps a bidi override or a terminal escape."""
+    run = tmp_path / "run"
+    run.mkdir()
+    reason = "evil \u202eexe.txt\u202c \x1b[31mred\x1b[0m \u2066iso\u2069 done"
+    (run / "results.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in _rows("bad\u202e@cpu", "op\u2066x", reason))
+    )
+    proc = run_cli("scorecard", str(run))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    for name in ("scorecard.md", "scorecard.json", "junit.xml"):
+        text = (run / name).read_text()
+        for bad in ("\u202e", "\u202c", "\u2066", "\u2069", "\x1b", "\\u202e", "\\u001b"):
+            assert bad not in text, (name, bad)
+    data = json.loads((run / "scorecard.json").read_text())
+    assert any("exe.txt" in (r.get("reason") or "") for r in data["results"])

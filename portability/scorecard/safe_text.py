@@ -37,6 +37,18 @@ def visible(text: Any, cap: int | None = None) -> str:
     return s
 
 
+def json_safe(value: Any) -> Any:
+    """`value` (a JSON document) with terminal escapes and bidi/control/invisible characters removed from
+    every string, keys included; line breaks and tabs stay (reasons quote multi-line errors)."""
+    if isinstance(value, str):
+        return _INVISIBLE.sub("", _ANSI.sub("", value))
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def md_text(text: Any, cap: int = MAX_MESSAGE_CHARS) -> str:
     """Untrusted text -> one safe Markdown table-cell fragment: one line, at most `cap` characters before
     escaping, no HTML, no table breaks, no code spans or emphasis, no @mentions or #refs."""

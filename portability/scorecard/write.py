@@ -18,7 +18,7 @@ from portability.results.rundir import RunDir
 from portability.results.status import STATUSES, junit_element
 from portability.results.store import latest_by_id, planned_cases, read_results, warn_skipped
 from portability.scorecard.markdown import MARKER, MAX_COMMENT_BYTES, render_markdown
-from portability.scorecard.safe_text import MAX_MESSAGE_CHARS, ZWSP, md_text, xml_text
+from portability.scorecard.safe_text import MAX_MESSAGE_CHARS, ZWSP, json_safe, md_text, xml_text
 from portability.scorecard.summary import summarize
 
 __all__ = [
@@ -93,7 +93,9 @@ def write_scorecard(results: Path, out: Path | None = None) -> dict[str, Path]:
     paths["markdown"].write_text(render_markdown(data, run))
     paths["json"].write_text(
         json.dumps(
-            {"run": run, "statuses": STATUSES, **data, "results": list(latest_by_id(rows).values())},
+            json_safe(
+                {"run": run, "statuses": STATUSES, **data, "results": list(latest_by_id(rows).values())}
+            ),
             indent=1,
             default=str,
         )
