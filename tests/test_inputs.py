@@ -300,3 +300,23 @@ def test_every_scorecard_format_drops_bidi_and_terminal_codes(tmp_path):
             assert bad not in text, (name, bad)
     data = json.loads((run / "scorecard.json").read_text())
     assert any("exe.txt" in (r.get("reason") or "") for r in data["results"])
+
+
+def test_a_damaged_trend_file_is_skipped_line_by_line_not_a_traceback(tmp_path):
+    pytest.importorskip("matplotlib")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows("x@cpu", "op", "why")))
+    good = {"time": 1, "run": "r", "cells": {"x@cpu": {"pass": 3, "cases": 3}}, "failing": 0}
+    trend = tmp_path / "trend.jsonl"
+    trend.write_bytes(
+        b"\xff\xfe not utf-8\n[1, 2]\n"
+        + json.dumps({"cells": {"x@cpu": {"pass": "many"}}}).encode()
+        + b"\n{\n"
+        + json.dumps(good).encode()
+        + b"\n"
+    )
+    proc = run_cli("report", str(run), "--trend", str(trend))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"4 line(s) of the trend file skipped, not run summaries ({trend}:1)" in proc.stderr
+    assert 'id="trend"' in (run / "report.html").read_text()  # the good line is still plotted

@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,34 @@ def heatmap(data: dict[str, Any]) -> str:
     return uri
 
 
+def read_trend(trend: Path) -> list[dict[str, Any]]:
+    """The trend file's run summaries. A line that is not one (not JSON, not an object, `cells` not a
+    mapping of cell -> {"pass": number}) is skipped, counted once on stderr with the first `FILE:LINE`,
+    as results.jsonl's bad rows are: a damaged history never stops a report."""
+    good: list[dict[str, Any]] = []
+    bad: list[str] = []
+    raw = trend.read_bytes().decode("utf-8", errors="replace")
+    for number, text in enumerate(raw.splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+        except ValueError:
+            line = None
+        cells = line.get("cells") if isinstance(line, dict) else None
+        if isinstance(cells, dict) and all(
+            isinstance(v, dict) and isinstance(v.get("pass"), (int, float)) for v in cells.values()
+        ):
+            good.append(line)
+        else:
+            bad.append(f"{trend}:{number}")
+    if bad:
+        sys.stderr.write(
+            f"portability: {len(bad)} line(s) of the trend file skipped, not run summaries ({bad[0]})\n"
+        )
+    return good
+
+
 def trend_plot(lines: list[dict[str, Any]]) -> str | None:
     if len(lines) < 1:
         return None
@@ -146,7 +175,7 @@ def write_report(run_dir: Path, out: Path, trend: Path | None = None) -> Path:
         grid_rows += f"<tr><th>{esc(op)}</th>{tds}</tr>"
     lines = []
     if trend and trend.exists():
-        lines = [json.loads(x) for x in trend.read_text().splitlines() if x.strip()]
+        lines = read_trend(trend)
     trend_uri = trend_plot(lines) if lines else None
     header = "".join(f"<th>{esc(c)}</th>" for c in cells)
     trend_html = (
